@@ -1,0 +1,1 @@
+export function onMessage(session, message) { session.send(message); }

@@ -1,0 +1,5 @@
+"""Benchmark route /ws/echo: send each message back."""
+
+
+def on_message(session, message):
+    session.send(message)

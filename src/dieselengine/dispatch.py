@@ -1,0 +1,114 @@
+"""Handler dispatch: one session's hooks run one at a time, in order, and `on_close` exactly once.
+
+Order per session: `open`, each `message` in arrival order, then `close`. A hook that returns an
+awaitable (an async handler) makes the session busy; messages arriving meanwhile wait in its
+inbox (reading pauses when the inbox is full) and run when it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from functools import partial
+from time import perf_counter
+
+from .hub import Hub
+from .runtime import Hook, Script
+from .session import Message, Session
+
+log = logging.getLogger("dieselengine")
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.stats = hub.stats
+        self._inbox_size = hub.settings.inbox_size
+        #: Hooks still running (async), so shutdown can wait for them.
+        self.pending: set[asyncio.Future[object]] = set()
+
+    def opened(self, session: Session) -> None:
+        self.hub.add(session)
+        self._call(session, "open", None)
+
+    def received(self, session: Session, message: Message) -> None:
+        self.stats.messages_in += 1
+        if session.server_closed:
+            return
+        if session.busy:
+            inbox = session.inbox
+            if inbox is None:
+                inbox = session.inbox = deque()
+            inbox.append(message)
+            if len(inbox) == self._inbox_size:
+                session.conn.pause_reading()
+            return
+        self._call(session, "message", message)
+
+    def ended(self, session: Session) -> None:
+        """The connection is over, however it ended. `on_close` runs as soon as no hook is running."""
+        if session.ended:
+            return
+        session.ended = True
+        session.mark_closing()
+        if not session.busy:
+            self._close(session)
+
+    def _call(self, session: Session, hook: Hook, message: Message | None) -> None:
+        script = session.route.script
+        started = perf_counter()
+        try:
+            result = script.call(hook, session, message)
+        except Exception as exc:
+            result = None
+            self._failed(session, script, hook, exc)
+        stats = self.stats
+        stats.handler_calls += 1
+        stats.handler_seconds += perf_counter() - started
+        if result is not None:
+            session.busy = True
+            future = asyncio.ensure_future(result)
+            self.pending.add(future)
+            future.add_done_callback(partial(self._resumed, session, script, hook))
+
+    def _resumed(self, session: Session, script: Script, hook: Hook, future: asyncio.Future[object]) -> None:
+        self.pending.discard(future)
+        session.busy = False
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            self._failed(session, script, hook, exc)
+        if hook == "close":
+            self._finish(session)
+            return
+        self._drain(session)
+
+    def _drain(self, session: Session) -> None:
+        inbox = session.inbox
+        while inbox and not session.busy:
+            if len(inbox) == self._inbox_size:
+                session.conn.resume_reading()
+            message = inbox.popleft()
+            if not session.server_closed:
+                self._call(session, "message", message)
+        if session.ended and not session.busy:
+            self._close(session)
+
+    def _close(self, session: Session) -> None:
+        if session.close_ran:
+            return
+        session.close_ran = True
+        self._call(session, "close", None)
+        if not session.busy:
+            self._finish(session)
+
+    def _finish(self, session: Session) -> None:
+        """`on_close` returned: the session leaves its rooms (it was a member during `on_close`)."""
+        self.hub.remove(session)
+        session.route.script.release(session)
+
+    def _failed(self, session: Session, script: Script, hook: Hook, exc: BaseException) -> None:
+        self.stats.handler_errors += 1
+        log.error("%s: uncaught error in the %s handler (session %s)\n%s",
+                  script.name, hook, session.id, script.describe_error(exc))
+        if hook == "open":
+            session.close(1011, "handler error")

@@ -1,0 +1,133 @@
+"""The hub: the server-wide registry of sessions and rooms, and the one place broadcasts go through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from .bus import Bus
+from .frames import encode_message
+from .outbox import Outbox
+from .rooms import Room
+from .session import Message, Session
+from .settings import Settings
+from .stats import Stats
+
+log = logging.getLogger("dieselengine")
+
+
+class Hub:
+    """Sessions, rooms and the outbox of one node. Knows nothing of sockets or script engines."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, stats: Stats) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.thread_id = threading.get_ident()
+        self.stats = stats
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self.outbox = Outbox(loop, self._count_frames)
+        self.bus: Bus | None = None
+        #: Called with (room, members) whenever a room's count may have changed; script runtimes
+        #: that cannot call back into Python mid-handler (QuickJS) keep a mirror of the counts.
+        self.count_listeners: list[Callable[[str, int], None]] = []
+
+    def _count_frames(self, frames: int) -> None:
+        self.stats.frames_out += frames
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def join(self, session: Session, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        elif session in room.members:
+            return
+        if room.batch:
+            # Frames broadcast before the join must not reach the new member.
+            self.outbox.flush()
+        room.members[session] = None
+        session.rooms.add(room)
+        self._counted(room)
+
+    def leave(self, session: Session, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None or session not in room.members:
+            return
+        if room.batch:
+            # Frames broadcast while it was a member still reach it.
+            self.outbox.flush()
+        del room.members[session]
+        session.rooms.discard(room)
+        if not room.members:
+            del self.rooms[name]
+        self._counted(room)
+
+    def leave_all(self, session: Session) -> None:
+        for room in list(session.rooms):
+            self.leave(session, room.name)
+
+    def _counted(self, room: Room) -> None:
+        local = len(room.members)
+        if self.bus is not None:
+            self.bus.local_count(room.name, local)
+        if self.count_listeners:
+            self.count_changed(room.name)
+
+    def count_changed(self, name: str) -> None:
+        """Tell the count listeners a room's cluster-wide count may have changed."""
+        members = self.members(name)
+        for listener in self.count_listeners:
+            listener(name, members)
+
+    def members(self, name: str) -> int:
+        room = self.rooms.get(name)
+        local = len(room.members) if room is not None else 0
+        if self.bus is not None:
+            return local + self.bus.remote_members(name)
+        return local
+
+    # -- fan-out ---------------------------------------------------------------------------------
+
+    def broadcast(self, name: str, message: Message, skip: Session | None) -> None:
+        """Encode once; queue for local members (minus `skip`) and for other nodes."""
+        frame = encode_message(message)
+        room = self.rooms.get(name)
+        if room is not None:
+            self.outbox.to_room(room, frame, skip)
+        if self.bus is not None:
+            self.bus.publish(name, frame)
+
+    def deliver_remote(self, name: str, frame: bytes) -> None:
+        """A frame another node broadcast to a room: every local member gets it."""
+        room = self.rooms.get(name)
+        if room is not None:
+            self.outbox.to_room(room, frame, None)
+
+    # -- session lifecycle -----------------------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.stats.sessions_opened += 1
+
+    def remove(self, session: Session) -> None:
+        """After `on_close` returned: leave every room, forget the session."""
+        self.leave_all(session)
+        if self.sessions.pop(session.id, None) is not None:
+            self.stats.sessions_closed += 1
+
+    def slow_consumer(self, session: Session) -> None:
+        """A client stopped reading and its queue passed `send_queue_size`: close it with 1008.
+
+        Deferred to the next tick: this is called mid-flush, while rooms are being iterated.
+        """
+        if session.server_closed:
+            return
+        session.mark_closing()
+        session.server_closed = True
+        self.stats.slow_consumer_closes += 1
+        log.warning("session %s is not reading: send queue over %d bytes, closing with 1008",
+                    session.id, self.settings.send_queue_size)
+        self.loop.call_soon(session.conn.close, 1008, "send queue full")

@@ -1,0 +1,85 @@
+"""Python handler modules: `on_open`, `on_message`, `on_close`, each optional, `def` or `async def`."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .runtime import Hook, Script, ScriptError
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .session import Message, Session
+
+_PACKAGE_DIR = str(Path(__file__).parent)
+_HOOKS: dict[Hook, str] = {"open": "on_open", "message": "on_message", "close": "on_close"}
+
+
+class PythonScript:
+    """A Python module run in the server's process: trusted code, no sandbox (use JavaScript for
+    untrusted scripts). Its folder is on `sys.path` so it can import its `_helpers`."""
+
+    def __init__(self, path: Path, name: str, module: ModuleType) -> None:
+        self.path = path
+        self.name = name
+        self._module = module
+        self._hooks: dict[Hook, Callable[..., Any] | None] = {
+            hook: getattr(module, attr, None) for hook, attr in _HOOKS.items()
+        }
+
+    @classmethod
+    def load(cls, path: Path, name: str, hub: Hub | None = None) -> PythonScript:
+        folder = str(path.parent.resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        module_name = "diesel_script_" + name.replace("/", "__").replace(".", "_")
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ScriptError(f"{path}: cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            raise ScriptError(f"{exc.filename}:{exc.lineno}:{exc.offset}: SyntaxError: {exc.msg}") from None
+        except Exception as exc:
+            raise ScriptError(f"{path}: failed to load\n{_format(exc)}") from None
+        for hook, attr in _HOOKS.items():
+            value = getattr(module, attr, None)
+            if value is not None and not callable(value):
+                raise ScriptError(f"{path}: {attr} must be a function, not {type(value).__name__}")
+        return cls(path, name, module)
+
+    def call(self, hook: Hook, session: Session, message: Message | None) -> Awaitable[object] | None:
+        function = self._hooks[hook]
+        if function is None:
+            return None
+        result = function(session) if message is None else function(session, message)
+        if inspect.isawaitable(result):
+            return result
+        return None
+
+    def describe_error(self, exc: BaseException) -> str:
+        return _format(exc)
+
+    def release(self, session: Session) -> None:
+        """Attributes live on the session itself; nothing to drop."""
+
+    def adopt(self, old: Script, sessions: Iterable[Session]) -> None:
+        """Attributes and rooms live on the sessions, so they carry over as they are."""
+
+    def unload(self) -> None:
+        sys.modules.pop(self._module.__name__, None)
+
+
+def _format(exc: BaseException) -> str:
+    """The traceback without the server's own frames in front of the script's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()

@@ -1,0 +1,39 @@
+"""`--reload`: poll the served scripts' modification times and swap changed ones in place.
+
+Polling twice a second needs no extra dependency and is cheap for the handful of files a server
+serves. A change to a helper (`_name.js`, `_name.py`) reloads every route of its folder tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .routing import SCRIPT_SUFFIXES, Router
+
+
+def _snapshot(root: Path) -> dict[Path, float]:
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.suffix in SCRIPT_SUFFIXES]
+    stamps: dict[Path, float] = {}
+    for file in files:
+        try:
+            stamps[file] = file.stat().st_mtime_ns
+        except OSError:
+            continue
+    return stamps
+
+
+async def watch(router: Router, interval: float = 0.5) -> None:
+    root = router.hub.settings.path
+    seen = _snapshot(root)
+    while True:
+        await asyncio.sleep(interval)
+        now = _snapshot(root)
+        changed = {file for file, stamp in now.items() if seen.get(file) != stamp}
+        seen = now
+        if not changed:
+            continue
+        helpers_changed = any(file.name.startswith("_") for file in changed)
+        for route in router:
+            if route.file in changed or helpers_changed:
+                router.reload(route)

@@ -1,0 +1,40 @@
+"""What a handler may read of the handshake request: path, query parameters, headers, peer address."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qs
+
+
+class Request:
+    """The upgrade request of one session, parsed lazily: most handlers read one parameter or none."""
+
+    __slots__ = ("path", "query", "headers", "remote_addr", "_params")
+
+    def __init__(self, path: str, query: str, headers: Mapping[str, str], remote_addr: str) -> None:
+        self.path = path
+        self.query = query
+        #: Case-insensitive mapping (picows hands us a CIMultiDict).
+        self.headers = headers
+        self.remote_addr = remote_addr
+        self._params: dict[str, list[str]] | None = None
+
+    def parameter(self, name: str) -> str | None:
+        """First value of a query parameter, form-decoded (`%20` and `+` are spaces)."""
+        if self._params is None:
+            self._params = parse_qs(self.query, keep_blank_values=True)
+        values = self._params.get(name)
+        return values[0] if values else None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozenset[str]) -> str:
+    """The client's IP: the peer's, unless the peer is a trusted proxy that sent X-Forwarded-For;
+    then the right-most address in it that is not a trusted proxy itself."""
+    if not forwarded_for or peer not in trusted_proxies:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    untrusted = [hop for hop in hops if hop not in trusted_proxies]
+    return untrusted[-1] if untrusted else peer

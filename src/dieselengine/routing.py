@@ -1,0 +1,96 @@
+"""Routes: `diesel serve PATH` maps each script to `/ws/<name>`; helpers (`_name`) are not routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .runtime import Script, ScriptError, load_script
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("dieselengine")
+
+SCRIPT_SUFFIXES = (".js", ".py")
+
+
+@dataclass
+class Route:
+    """A URL path and the script currently serving it (swapped in place on reload)."""
+
+    path: str
+    file: Path
+    name: str
+    script: Script
+
+
+def discover(root: Path) -> dict[str, tuple[Path, str]]:
+    """URL path -> (file, name) for a script file or every script below a folder.
+
+    `games/chess.js` becomes `/ws/games/chess`; any path part starting with `_` is a helper;
+    so is anything under a dot-folder or `__pycache__`.
+    """
+    if root.is_file():
+        if root.suffix not in SCRIPT_SUFFIXES:
+            raise ScriptError(f"{root}: not a handler script (expected .js or .py)")
+        return {f"/ws/{root.stem}": (root, root.name)}
+    if not root.is_dir():
+        raise ScriptError(f"{root}: no such file or folder")
+    found: dict[str, tuple[Path, str]] = {}
+    for file in sorted(root.rglob("*")):
+        relative = file.relative_to(root)
+        if file.suffix not in SCRIPT_SUFFIXES or not file.is_file():
+            continue
+        if any(part.startswith(("_", ".")) for part in relative.parts):
+            continue
+        route = "/ws/" + relative.with_suffix("").as_posix()
+        if route in found:
+            raise ScriptError(f"{file}: route {route} is already served by {found[route][0]}")
+        found[route] = (file, relative.as_posix())
+    return found
+
+
+class Router:
+    """The loaded routes of one server."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.routes: dict[str, Route] = {}
+
+    def load(self, root: Path) -> list[str]:
+        """Load every script; returns the errors (each located) of those that failed."""
+        errors: list[str] = []
+        for path, (file, name) in discover(root).items():
+            try:
+                self.routes[path] = Route(path, file, name, load_script(file, name, self.hub))
+            except ScriptError as exc:
+                errors.append(str(exc))
+        return errors
+
+    def match(self, path: str) -> Route | None:
+        return self.routes.get(path)
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(list(self.routes.values()))
+
+    def reload(self, route: Route) -> bool:
+        """Swap in the script's new code; live sessions keep their state and rooms.
+
+        A script that fails to load leaves the old code running.
+        """
+        try:
+            script = load_script(route.file, route.name, self.hub)
+        except ScriptError as exc:
+            log.error("reload of %s failed, keeping the running version:\n%s", route.name, exc)
+            return False
+        old = route.script
+        sessions = [s for s in self.hub.sessions.values() if s.route is route]
+        script.adopt(old, sessions)
+        route.script = script
+        old.unload()
+        log.info("reloaded %s (%d live sessions)", route.name, len(sessions))
+        return True

@@ -1,0 +1,54 @@
+"""What a script runtime provides to the core, and how a script file picks its runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .session import Message, Session
+
+Hook = Literal["open", "message", "close"]
+
+
+class ScriptError(Exception):
+    """A script could not be loaded; the message says where (file:line:column) and why."""
+
+
+class Script(Protocol):
+    """One loaded handler script. Its module-level state lives as long as this object."""
+
+    #: Route-relative name used to tag its logs, e.g. `games/chess.js`.
+    name: str
+    path: Path
+
+    def call(self, hook: Hook, session: Session, message: Message | None) -> Awaitable[object] | None:
+        """Run a hook if the script defines it. Returns an awaitable when the hook is still running
+        (an async handler); raises what the handler raised."""
+
+    def describe_error(self, exc: BaseException) -> str:
+        """The error as a log record: message and stack trace with the script's file:line."""
+
+    def release(self, session: Session) -> None:
+        """The session is gone (after `on_close`): drop any per-session state."""
+
+    def adopt(self, old: Script, sessions: Iterable[Session]) -> None:
+        """Reload: take over the live sessions of the script this one replaces."""
+
+    def unload(self) -> None:
+        """The script is no longer used: free its engine."""
+
+
+def load_script(path: Path, name: str, hub: Hub) -> Script:
+    """Load a `.py` or `.js` handler script; raises ScriptError with a located message."""
+    if path.suffix == ".py":
+        from .python_runtime import PythonScript
+
+        return PythonScript.load(path, name, hub)
+    if path.suffix == ".js":
+        from .js_runtime import JsScript
+
+        return JsScript.load(path, name, hub)
+    raise ScriptError(f"{path}: not a handler script (expected .py or .js)")

@@ -1,0 +1,193 @@
+"""A session: one client connection as handler scripts see it, independent of any socket library."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from threading import get_ident
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .frames import encode_message
+from .request import Request
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .rooms import Room
+    from .routing import Route
+
+Message = str | bytes
+
+
+class Connection(Protocol):
+    """What the core needs from a transport; the picows adapter implements it."""
+
+    def write(self, data: bytes) -> int:
+        """Queue raw frame bytes; return the bytes the transport still holds for this client."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and end the connection once the client replies (or a timeout)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def new_session_id() -> str:
+    """64 random bits: unique across a cluster without coordination."""
+    return os.urandom(8).hex()
+
+
+class Session:
+    """One client connection: `send`, `close`, the handshake request, attributes and rooms.
+
+    Python handlers get this object directly (snake_case names); the JavaScript runtime wraps it.
+    Everything here runs on the event loop thread; calls from other threads are handed to the loop
+    with `call_soon_threadsafe`, which keeps their order.
+    """
+
+    __slots__ = (
+        "_id", "request", "hub", "conn", "route", "attributes", "rooms", "direct", "flushed",
+        "_open", "server_closed", "ended", "busy", "inbox", "close_ran", "runtime_state",
+        "__weakref__",
+    )
+
+    def __init__(self, hub: Hub, conn: Connection, request: Request, route: Route) -> None:
+        self._id = new_session_id()
+        self.request = request
+        self.hub = hub
+        self.conn = conn
+        self.route = route
+        self.attributes: dict[str, Any] = {}
+        self.rooms: set[Room] = set()
+        #: Frames sent to this session alone during the current tick: (sequence, frame).
+        self.direct: list[tuple[int, bytes]] = []
+        #: The outbox tick in which this session was last written, so a flush writes it once.
+        self.flushed = 0
+        self._open = True
+        #: The server started the close: messages still arriving are dropped.
+        self.server_closed = False
+        #: The connection is over (closed or lost); `on_close` runs once the handler is idle.
+        self.ended = False
+        #: A handler call (an async one) is in progress; new messages wait in `inbox`.
+        self.busy = False
+        self.inbox: deque[Message] | None = None
+        self.close_ran = False
+        #: Whatever the script runtime keeps per session (the JS runtime's handle).
+        self.runtime_state: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self._id} {self.request.path}>"
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue a text (str) or binary (bytes) frame; never blocks; a no-op once closed."""
+        if get_ident() != self.hub.thread_id:
+            self.hub.loop.call_soon_threadsafe(self.send, message)
+            return
+        if self._open:
+            self.hub.outbox.to_session(self, encode_message(message))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; idempotent. Frames queued before it still go out first."""
+        if get_ident() != self.hub.thread_id:
+            self.hub.loop.call_soon_threadsafe(self.close, code, reason)
+            return
+        if not self._open:
+            return
+        self.hub.outbox.flush()
+        self._open = False
+        self.server_closed = True
+        self.conn.close(code, reason)
+
+    def is_open(self) -> bool:
+        return self._open
+
+    def deliver(self, data: bytes) -> None:
+        """Called by the outbox with this tick's joined frames; enforces the send-queue bound."""
+        if self._open and self.conn.write(data) > self.hub.settings.send_queue_size:
+            self.hub.slow_consumer(self)
+
+    def mark_closing(self) -> None:
+        """The peer started the close or the connection dropped: stop sending from now on."""
+        self._open = False
+
+    # -- the handshake request -------------------------------------------------------------------
+
+    def get_parameter(self, name: str) -> str | None:
+        return self.request.parameter(name)
+
+    def get_header(self, name: str) -> str | None:
+        return self.request.header(name)
+
+    def get_request_path(self) -> str:
+        return self.request.path
+
+    def get_remote_addr(self) -> str:
+        return self.request.remote_addr
+
+    # -- attributes ------------------------------------------------------------------------------
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def get_attribute(self, key: str) -> Any:
+        return self.attributes.get(key)
+
+    def get_attributes(self) -> dict[str, Any]:
+        return dict(self.attributes)
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    def room(self, name: str) -> RoomHandle:
+        """A handle on a room; does not join it."""
+        return RoomHandle(self, str(name))
+
+
+class RoomHandle:
+    """`session.room(name)`: room operations on behalf of one session."""
+
+    __slots__ = ("_session", "_name")
+
+    def __init__(self, session: Session, name: str) -> None:
+        self._session = session
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<RoomHandle {self._name!r} for {self._session.id}>"
+
+    def _off_loop(self, method: str, *args: Any) -> bool:
+        hub = self._session.hub
+        if get_ident() == hub.thread_id:
+            return False
+        hub.loop.call_soon_threadsafe(getattr(self, method), *args)
+        return True
+
+    def join(self) -> None:
+        if not self._off_loop("join"):
+            self._session.hub.join(self._session, self._name)
+
+    def leave(self) -> None:
+        if not self._off_loop("leave"):
+            self._session.hub.leave(self._session, self._name)
+
+    def broadcast(self, message: Message) -> None:
+        """To every member, the sender included when it is one."""
+        if not self._off_loop("broadcast", message):
+            self._session.hub.broadcast(self._name, message, None)
+
+    def broadcast_except(self, message: Message) -> None:
+        """To every member but the sender."""
+        if not self._off_loop("broadcast_except", message):
+            self._session.hub.broadcast(self._name, message, self._session)
+
+    def members(self) -> int:
+        """Sessions in the room (across the cluster when there is one)."""
+        return self._session.hub.members(self._name)
+
+    def get_name(self) -> str:
+        return self._name
