@@ -17,7 +17,7 @@
  *   churn   --cycles connect / handshake / close cycles, --conc at a time.
  * --proto sio speaks Engine.IO v4 + Socket.IO over the websocket transport instead of raw frames.
  *
- * Message payload (64 bytes ASCII): "#M" sender(5) step(4) seq(10) monotonic-ns(20) then 'x'.
+ * Message payload (--size bytes, default 64, ASCII): "#M" sender(5) step(4) seq(10) monotonic-ns(20) then 'x'.
  * Sender and receiver share CLOCK_MONOTONIC (one process), so latency = receive - send time.
  */
 #define _GNU_SOURCE
@@ -46,7 +46,6 @@ enum { M_FANOUT, M_ECHO, M_IDLE, M_CHURN };
 enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_SIO_OPEN, S_SIO_CONNECT, S_OPEN, S_CLOSING };
 enum { R_SENDER = 1, R_SLOW = 2 };
 
-#define PAYLOAD 64
 #define MAX_OUT (4u << 20)
 
 typedef struct conn {
@@ -61,7 +60,7 @@ typedef struct conn {
 
 /* ---- options ---- */
 static int mode = M_FANOUT, proto_sio = 0, nconns = 200, nsenders = 10, conc = 200, nsrcs = 16;
-static int port = 8080, cycles = 10000;
+static int port = 8080, cycles = 10000, payload = 64;
 static double slow_frac = 0.0, duration = 5.0, warmup = 1.0, hs_timeout = 10.0;
 static const char *host = "127.0.0.1", *path = "/ws/chat", *query = "";
 
@@ -78,6 +77,8 @@ static int measuring = 0;      /* echo: inside the measured window */
 static uint64_t step_received, step_late, step_sent, step_expected, step_t0, step_t1, last_rx;
 static double step_rate;
 static uint32_t mask_state = 0x9e3779b9u;
+static uint64_t n_recv, n_recv_bytes, n_polls;
+static uint64_t rx_now; /* one clock read per recv() batch: the clock was 11% of the CPU per message */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -193,15 +194,15 @@ static void put_digits(char *dst, uint64_t v, int width) {
 
 /* Queue one benchmark message (64-byte payload, wrapped as 42["msg","..."] for Socket.IO). */
 static void queue_msg(conn *c, int step) {
-    char buf[96], *p = buf;
+    char buf[4200], *p = buf;
     if (proto_sio) { memcpy(p, "42[\"msg\",\"", 10); p += 10; }
     p[0] = '#'; p[1] = 'M';
     put_digits(p + 2, (uint64_t)c->idx, 5);
     put_digits(p + 7, (uint64_t)step, 4);
     put_digits(p + 11, c->seq++, 10);
     put_digits(p + 21, now_ns(), 20);
-    memset(p + 41, 'x', PAYLOAD - 41);
-    p += PAYLOAD;
+    memset(p + 41, 'x', (size_t)payload - 41);
+    p += payload;
     if (proto_sio) { memcpy(p, "\"]", 2); p += 2; }
     queue_frame(c, 1, (uint8_t *)buf, (size_t)(p - buf));
 }
@@ -262,7 +263,7 @@ static void on_message(conn *c, const uint8_t *p, size_t len) {
         p = q;
     }
     if (len < 41 || p[0] != '#' || p[1] != 'M') return;
-    uint64_t t = now_ns(), sent = parse_digits(p + 21, 20);
+    uint64_t t = rx_now, sent = parse_digits(p + 21, 20);
     int step = (int)parse_digits(p + 7, 4);
     last_rx = t;
     if (mode == M_ECHO) {
@@ -352,6 +353,9 @@ static void on_readable(conn *c) {
         return;
     }
     if (n < 0) return;
+    n_recv++;
+    rx_now = now_ns();
+    n_recv_bytes += (uint64_t)n;
     int full = (size_t)n == c->incap - c->inlen;
     c->inlen += (size_t)n;
     if (full && c->incap < (256u << 10)) ensure(&c->in, &c->incap, c->incap * 2);
@@ -457,6 +461,7 @@ static void on_stdin(void) {
 static void poll_once(int timeout_ms) {
     static struct epoll_event evs[512];
     int n = epoll_wait(epfd, evs, 512, timeout_ms);
+    n_polls++;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.ptr == &stdin_marker) { on_stdin(); continue; }
         conn *c = evs[i].data.ptr;
@@ -509,6 +514,7 @@ static void run_step(double rate, double secs) {
     step_received = step_late = step_sent = step_expected = 0;
     for (int i = 0; i < nslots; i++) conns[i].step_sent = 0;
     long dropped0 = dropped, slow_closed0 = slow_closed;
+    uint64_t nr0 = n_recv, nb0 = n_recv_bytes, np0 = n_polls;
     double cpu0 = cpu_seconds();
     step_rate = rate;
     cur_step = stepno;
@@ -524,7 +530,8 @@ static void run_step(double rate, double secs) {
         for (int k = 0; k < ns; k++) {
             conn *c = &conns[senders[k]];
             if (c->state != S_OPEN) continue;
-            uint64_t due = (uint64_t)(el * per) + 1;
+            /* senders are staggered over one period so they do not fire in the same tick */
+            uint64_t due = (uint64_t)(el * per + (double)k / ns);
             if (c->step_sent >= due) continue;
             if (c->outlen > MAX_OUT) { blocked++; continue; }
             int r = readers - 1; /* every reading member but the sender */
@@ -542,10 +549,12 @@ static void run_step(double rate, double secs) {
     printf("{\"event\":\"step\",\"offered_rate\":%.1f,\"seconds\":%.3f,\"sent\":%lu,\"sent_rate\":%.1f,"
            "\"expected\":%lu,\"received\":%lu,\"lost\":%ld,\"late_other_steps\":%lu,\"deliveries_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"readers\":%d,\"dropped\":%ld,\"slow_closed\":%ld,"
-           "\"send_blocked\":%ld,\"gen_cpu_s\":%.3f,\"gen_cpu_frac\":%.3f}\n",
+           "\"send_blocked\":%ld,\"recvs\":%lu,\"bytes_per_recv\":%.0f,\"polls\":%lu,\"gen_cpu_s\":%.3f,\"gen_cpu_frac\":%.3f}\n",
            rate, win, (unsigned long)step_sent, step_sent / win, (unsigned long)step_expected,
            (unsigned long)step_received, lost, (unsigned long)step_late, step_received / win, hist_pct(0.50),
-           hist_pct(0.99), hist_max / 1e6, readers, dropped - dropped0, slow_closed - slow_closed0, blocked, cpu,
+           hist_pct(0.99), hist_max / 1e6, readers, dropped - dropped0, slow_closed - slow_closed0, blocked,
+           (unsigned long)(n_recv - nr0), n_recv - nr0 ? (double)(n_recv_bytes - nb0) / (n_recv - nr0) : 0,
+           (unsigned long)(n_polls - np0), cpu,
            wall > 0 ? cpu / wall : 0);
     fflush(stdout);
     cur_step = 0;
@@ -574,7 +583,7 @@ static void run_echo(void) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --mode fanout|echo|idle|churn [--proto ws|sio] [--host H] [--port P] [--path /ws/chat]\n"
-            "  [--query '&k=v'] [--conns N] [--senders K] [--slow-frac F] [--conc C] [--srcs S] [--cycles N]\n"
+            "  [--query '&k=v'] [--size BYTES] [--conns N] [--senders K] [--slow-frac F] [--conc C] [--srcs S] [--cycles N]\n"
             "  [--duration S] [--warmup S] [--timeout S]\n");
     exit(2);
 }
@@ -584,7 +593,7 @@ int main(int argc, char **argv) {
         {"mode", 1, 0, 'm'}, {"proto", 1, 0, 'P'}, {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'},
         {"path", 1, 0, 'u'}, {"query", 1, 0, 'q'}, {"conns", 1, 0, 'n'}, {"senders", 1, 0, 's'},
         {"slow-frac", 1, 0, 'f'}, {"conc", 1, 0, 'c'}, {"srcs", 1, 0, 'S'}, {"cycles", 1, 0, 'C'},
-        {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"timeout", 1, 0, 't'}, {0, 0, 0, 0}};
+        {"size", 1, 0, 'z'}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"timeout", 1, 0, 't'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -604,6 +613,7 @@ int main(int argc, char **argv) {
         case 'c': conc = atoi(optarg); break;
         case 'S': nsrcs = atoi(optarg); break;
         case 'C': cycles = atoi(optarg); break;
+        case 'z': payload = atoi(optarg) < 64 ? 64 : atoi(optarg) > 4096 ? 4096 : atoi(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'w': warmup = atof(optarg); break;
         case 't': hs_timeout = atof(optarg); break;

@@ -1,4 +1,4 @@
-"""python-socketio peer: AsyncServer as an ASGI app under uvicorn (uvloop, httptools, websockets).
+"""python-socketio peer: AsyncServer as an ASGI app under uvicorn (uvloop, httptools, websockets-sansio).
 
 Why this deployment: it is python-socketio's documented asyncio deployment without aiohttp, and
 uvicorn with uvloop + httptools is the fastest standard ASGI stack. Websocket transport only; the
@@ -48,4 +48,4 @@ app = socketio.ASGIApp(sio, other_asgi_app=healthz)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
-                ws="websockets", log_level="warning", access_log=False)
+                ws="websockets-sansio", log_level="warning", access_log=False)

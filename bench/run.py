@@ -1,0 +1,705 @@
+#!/usr/bin/env python3
+"""Benchmark dieselengine against its peers: one command, one markdown report.
+
+Each server runs pinned to core 0 and the C load generator to core 1, so the two never compete
+for a core and the generator's own CPU time (it reports getrusage) shows whether it, rather than
+the server, was the limit. Every scenario gets a fresh server process so RSS figures start clean.
+
+    python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
+                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py]
+                        [--quick]
+
+Writes bench/results/latest.md (and latest.json with every raw generator line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH = Path(__file__).resolve().parent
+PEERS = BENCH / "peers"
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results"
+SERVERS_DIR = BENCH / "servers"
+BASE_PORT = 18100
+SERVER_CORE, LOADGEN_CORE = "0", "1"
+P99_LIMIT_MS = 50.0
+SLOW_SIZE = 1024
+SIO_QUERY = "?EIO=4&transport=websocket&route="
+ALL_SCENARIOS = ["fanout", "echo", "idle", "slow", "churn"]
+ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py"]
+PY_DEPS = {"socketio": "python-socketio", "uvicorn": "uvicorn", "websockets": "websockets",
+           "uvloop": "uvloop", "httptools": "httptools"}  # uvicorn ws="websockets-sansio" needs websockets >= 13
+
+
+class Skip(Exception):
+    """A server that cannot run here (missing binary, failed start): reported, never faked."""
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass
+class ServerDef:
+    """How to start one server and how to address its chat and echo routes."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    proto: str = "ws"  # "ws" raw frames, "sio" Engine.IO v4 / Socket.IO
+    health: str = "tcp"  # "tcp": port accepts; "http": GET /healthz answers 200
+    needs: Callable[[], None] = lambda: None
+    port: int = 0
+
+    def route(self, name: str) -> tuple[str, str]:
+        """(path, query) of route "chat" or "echo" for the generator."""
+        if self.proto == "sio":
+            return "/socket.io/", SIO_QUERY + name
+        return f"/ws/{name}", ""
+
+
+def bun_bin() -> str:
+    return str(PEERS / "node_modules" / ".bin" / "bun")
+
+
+def diesel_bin() -> str:
+    """The `diesel` command (or $DIESEL): skipped, never substituted, when absent."""
+    cmd = os.environ.get("DIESEL") or shutil.which("diesel")
+    if not cmd:
+        raise Skip("`diesel` is not on PATH (set $DIESEL to override)")
+    return cmd
+
+
+def need_node_peers() -> None:
+    mods = PEERS / "node_modules"
+    if not (Path(bun_bin()).exists() and (mods / "ws").exists() and (mods / "socket.io").exists()):
+        print("installing node peers: npm install --prefix bench/peers", flush=True)
+        subprocess.run(["npm", "install", "--prefix", str(PEERS), "--no-audit", "--no-fund"], check=True)
+
+
+def need_py_peers() -> None:
+    missing = [pkg for mod, pkg in PY_DEPS.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        print("installing python peers: pip install " + " ".join(missing), flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", *missing], check=True)
+
+
+def need_diesel() -> None:
+    diesel_bin()
+
+
+SERVER_DEFS: dict[str, ServerDef] = {
+    "bun": ServerDef("bun", lambda p: [bun_bin(), str(SERVERS_DIR / "bun_pubsub.js"), str(p)],
+                     needs=need_node_peers),
+    "node-ws": ServerDef("node-ws", lambda p: ["node", str(SERVERS_DIR / "node_ws.js"), str(p)],
+                         needs=need_node_peers),
+    "socketio": ServerDef("socketio", lambda p: ["node", str(SERVERS_DIR / "socketio.js"), str(p)],
+                          proto="sio", needs=need_node_peers),
+    "python-socketio": ServerDef("python-socketio",
+                                 lambda p: [sys.executable, str(SERVERS_DIR / "python_socketio.py"), str(p)],
+                                 proto="sio", needs=need_py_peers),
+    "websockets": ServerDef("websockets",
+                            lambda p: [sys.executable, str(SERVERS_DIR / "websockets_server.py"), str(p)],
+                            needs=need_py_peers),
+    "diesel-js": ServerDef("diesel-js", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"),
+                                                   "--host", "127.0.0.1", "--port", str(p)],
+                           health="http", needs=need_diesel),
+    "diesel-py": ServerDef("diesel-py", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_py"),
+                                                   "--host", "127.0.0.1", "--port", str(p)],
+                           health="http", needs=need_diesel),
+}
+
+
+def tree_pids(root: int) -> list[int]:
+    """root and all its descendants, from /proc (a server may fork workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def rss_kib(root: int) -> int:
+    """Resident set size summed over the process tree, in KiB."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+class Server:
+    """One running server process on core 0; a context manager so it is always stopped."""
+
+    def __init__(self, sdef: ServerDef, log_dir: Path) -> None:
+        self.sdef = sdef
+        self.log_path = log_dir / f"{sdef.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "Server":
+        argv = ["taskset", "-c", SERVER_CORE, *self.sdef.argv(self.sdef.port)]
+        log = open(self.log_path, "ab")
+        log.write(f"\n--- {dt.datetime.now().isoformat()} {' '.join(argv)}\n".encode())
+        log.flush()
+        env = dict(os.environ, NODE_PATH=str(PEERS / "node_modules"))
+        self.proc = subprocess.Popen(argv, cwd=BENCH.parent, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        log.close()
+        try:
+            self._wait_ready(20.0)
+        except BaseException:
+            self.stop()
+            raise
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss(self) -> int:
+        return rss_kib(self.pid)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+                raise Skip(f"exited with {self.proc.returncode} at start: {tail[0][:160]}")
+            if self._ready():
+                return
+            time.sleep(0.05)
+        raise Skip(f"not ready after {timeout:.0f} s")
+
+    def _ready(self) -> bool:
+        if self.sdef.health == "http":
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.sdef.port}/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.sdef.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM the process group we created, then SIGKILL it after 5 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# ---------------------------------------------------------------- load generator
+
+
+def build_loadgen() -> Path:
+    """Compile loadgen.c with the system cc into bench/.cache when the source is newer."""
+    src, out = BENCH / "loadgen" / "loadgen.c", CACHE / "loadgen"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        CACHE.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
+    return out
+
+
+class LoadGen:
+    """A running generator on core 1; JSON lines out, "run RATE SECS" / "quit" commands in."""
+
+    def __init__(self, exe: Path, sdef: ServerDef, mode: str, route: str, **opts: Any) -> None:
+        path, query = sdef.route(route)
+        argv = ["taskset", "-c", LOADGEN_CORE, str(exe), "--mode", mode, "--proto", sdef.proto,
+                "--port", str(sdef.port), "--path", path, "--query", query]
+        for k, v in opts.items():
+            argv += [f"--{k.replace('_', '-')}", str(v)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: list[dict[str, Any]] = []
+
+    def read(self, timeout: float = 300.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        box: list[str] = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        t.start()
+        t.join(timeout)
+        if not box or not box[0]:
+            self.kill()
+            raise RuntimeError("load generator gave no result (timeout or crash)")
+        rec = json.loads(box[0])
+        self.lines.append(rec)
+        return rec
+
+    def cmd(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def run(self, rate: float, secs: float) -> dict[str, Any]:
+        self.cmd(f"run {rate:.1f} {secs}")
+        return self.read(secs + 40)
+
+    def close(self) -> None:
+        try:
+            self.cmd("quit")
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Ctx:
+    exe: Path
+    quick: bool
+    log_dir: Path
+    raw: list[dict[str, Any]] = field(default_factory=list)
+    fanout_max: dict[str, float] = field(default_factory=dict)
+
+
+def step_ok(s: dict[str, Any], rate: float) -> bool:
+    """Full delivery, the offered rate actually sent, and p99 under the limit."""
+    return (s["lost"] == 0 and s["received"] > 0 and s["sent_rate"] >= 0.97 * rate
+            and 0 <= s["p99_ms"] < P99_LIMIT_MS and s["dropped"] == 0)
+
+
+def scenario_fanout(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
+    """Highest offered send rate delivered in full with p99 < 50 ms; then p50/p99 at 70 % of it.
+
+    Doubling then bisection on one set of 200 connections; the generator waits for the room to go
+    quiet before each step so an overloaded step's backlog does not leak into the next.
+    """
+    secs, tol = (1.0, 1.25) if ctx.quick else (2.5, 1.10)
+    steps: list[dict[str, Any]] = []
+    with Server(sdef, ctx.log_dir):
+        lg = LoadGen(ctx.exe, sdef, "fanout", "chat", conns=200, senders=10)
+        try:
+            conn = lg.read(60)
+            if conn["established"] < 200:
+                raise RuntimeError(f"only {conn['established']}/200 clients connected")
+            lg.run(200, 1.0)  # warm-up (JIT, allocator), not judged
+
+            def trial(rate: float) -> bool:
+                s = lg.run(rate, secs)
+                s["ok"] = step_ok(s, rate)
+                steps.append(s)
+                return s["ok"]
+
+            good, bad, rate = 0.0, 0.0, 1000.0
+            while True:
+                if trial(rate):
+                    good = rate
+                    if bad or rate >= 256000:
+                        break
+                    rate *= 2
+                else:
+                    bad = rate
+                    if good or rate <= 25:
+                        break
+                    rate /= 2
+            while good and bad and bad / good > tol:
+                mid = (good + bad) / 2
+                if trial(mid):
+                    good = mid
+                else:
+                    bad = mid
+            at70 = lg.run(0.7 * good, secs * 2) if good else None
+        finally:
+            lg.close()
+    best = max((s for s in steps if s["ok"]), key=lambda s: s["offered_rate"], default=None)
+    ctx.fanout_max[sdef.name] = good
+    return {"max_rate": good, "max_deliveries_per_s": best["deliveries_per_s"] if best else 0,
+            "max_step": best, "at70": at70, "steps": steps}
+
+
+def scenario_echo(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
+    """100 connections, closed loop: each sends its next message when the echo arrives."""
+    with Server(sdef, ctx.log_dir):
+        lg = LoadGen(ctx.exe, sdef, "echo", "echo", conns=100, duration=3 if ctx.quick else 6, warmup=1)
+        try:
+            lg.read(60)
+            return lg.read(60)
+        finally:
+            lg.close()
+
+
+def fd_cap() -> int:
+    """Most connections one process can hold here (the RLIMIT_NOFILE hard limit, less slack)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200
+
+
+def scenario_idle(ctx: Ctx, sdef: ServerDef) -> list[dict[str, Any]]:
+    """N idle connections to /ws/echo (no room): RSS per connection and handshakes per second."""
+    wanted = [10000] if ctx.quick else [10000, 100000]
+    out = []
+    for n in wanted:
+        conns = min(n, fd_cap())
+        with Server(sdef, ctx.log_dir) as srv:
+            before = srv.rss()
+            lg = LoadGen(ctx.exe, sdef, "idle", "echo", conns=conns, conc=256, timeout=30)
+            try:
+                rec = lg.read(300)
+                time.sleep(1.0)
+                after = srv.rss()
+            finally:
+                lg.close()
+        est = rec["established"]
+        out.append({"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
+                    "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": before,
+                    "rss_after_kib": after, "kib_per_conn": (after - before) / est if est else None,
+                    "gen_cpu_s": rec["gen_cpu_s"], "capped": conns < n})
+    return out
+
+
+def scenario_slow(ctx: Ctx, sdef: ServerDef, rate: float) -> dict[str, Any]:
+    """The fan-out room with 20 of 200 clients not reading: readers' service and server RSS.
+
+    The same offered rate for every server keeps RSS growth comparable, unless that is over half
+    the server's own fan-out maximum (then half of it, so we measure slow readers, not overload).
+    Messages are 1 KiB and the non-readers use a 4 KiB receive buffer so the kernel's socket
+    buffers fill within a second and the server has to queue (or drop, or close) in user space.
+    """
+    secs = 6.0 if ctx.quick else 15.0
+    samples: list[tuple[float, int]] = []
+    with Server(sdef, ctx.log_dir) as srv:
+        lg = LoadGen(ctx.exe, sdef, "fanout", "chat", conns=200, senders=10, slow_frac=f"{20 / 190:.6f}",
+                     size=SLOW_SIZE)
+        try:
+            lg.read(60)
+            stop = threading.Event()
+            t0 = time.monotonic()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    samples.append((time.monotonic() - t0, srv.rss()))
+                    stop.wait(0.5)
+
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            step = lg.run(rate, secs)
+            stop.set()
+            th.join()
+        finally:
+            lg.close()
+    half = [s for s in samples if s[0] >= secs / 2 + 0.3] or samples[-1:]
+    slope = (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) > 1 and half[-1][0] > half[0][0] else 0.0
+    return {"rate": rate, "step": step, "rss_start_kib": samples[0][1] if samples else 0,
+            "rss_mid_kib": half[0][1] if half else 0, "rss_end_kib": samples[-1][1] if samples else 0,
+            "rss_max_kib": max((s[1] for s in samples), default=0), "second_half_kib_per_s": slope,
+            "samples": samples}
+
+
+def scenario_churn(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
+    """connect / handshake (join on open) / close cycles on /ws/chat, 100 at a time."""
+    cycles = 10000 if ctx.quick else 100000
+    with Server(sdef, ctx.log_dir) as srv:
+        before = srv.rss()
+        lg = LoadGen(ctx.exe, sdef, "churn", "chat", cycles=cycles, conc=100, timeout=10)
+        try:
+            rec = lg.read(600)
+        finally:
+            lg.close()
+        time.sleep(1.0)
+        rec.update(rss_before_kib=before, rss_after_kib=srv.rss())
+    return rec
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.1f} k"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(v: float | None, ref: float | None, lower_is_better: bool = False) -> str:
+    if not v or not ref:
+        return "-"
+    return f"{(ref / v if lower_is_better else v / ref):.2f}x"
+
+
+def gen_flag(frac: float | None) -> str:
+    return f"{frac * 100:.0f}%" + (" (!)" if frac and frac > 0.9 else "") if frac is not None else "-"
+
+
+def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: list[str], meta: dict[str, str]) -> str:
+    md = ["# dieselengine benchmark results", ""]
+    md += [f"- {k}: {v}" for k, v in meta.items()]
+    md += ["", "Server on core 0, generator on core 1. `x Bun` > 1 means better than Bun. Gen CPU = the "
+               "generator's own CPU time / wall time in that step; (!) marks steps where it was over 90 %, "
+               "where the number is a lower bound for the server rather than its limit.", ""]
+
+    def cell(name: str, scen: str) -> Any:
+        return results.get(name, {}).get(scen)
+
+    def skipped(name: str, scen: str, ncols: int) -> str | None:
+        r = cell(name, scen)
+        if isinstance(r, str):
+            return f"| {name} | {r} |" + " |" * (ncols - 2)
+        return None
+
+    if "fanout" in scenarios:
+        bun = cell("bun", "fanout")
+        ref = bun["max_deliveries_per_s"] if isinstance(bun, dict) else None
+        md += ["## Fan-out: 200 clients in one room, 10 sending 64-byte messages", "",
+               f"Highest offered rate with every delivery made and p99 < {P99_LIMIT_MS:.0f} ms; "
+               "then a run at 70 % of that rate.", "",
+               "| server | max msgs/s sent | max deliveries/s | x Bun | p99 at max | gen CPU at max "
+               "| deliveries/s at 70 % | p50 at 70 % | p99 at 70 % |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for name in servers:
+            if (row := skipped(name, "fanout", 9)) or cell(name, "fanout") is None:
+                md += [row] if row else []
+                continue
+            r = cell(name, "fanout")
+            m, a = r["max_step"] or {}, r["at70"] or {}
+            md.append(f"| {name} | {fmt(r['max_rate'])} | {fmt(r['max_deliveries_per_s'])} | "
+                      f"{ratio(r['max_deliveries_per_s'], ref)} | {fmt(m.get('p99_ms'), 1)} ms | "
+                      f"{gen_flag(m.get('gen_cpu_frac'))} | {fmt(a.get('deliveries_per_s'))} | "
+                      f"{fmt(a.get('p50_ms'), 2)} ms | {fmt(a.get('p99_ms'), 2)} ms |")
+        md.append("")
+    if "echo" in scenarios:
+        bun = cell("bun", "echo")
+        ref = bun["messages_per_s"] if isinstance(bun, dict) else None
+        md += ["## Echo: 100 connections, closed loop", "",
+               "| server | messages/s | x Bun | p50 | p99 | gen CPU |", "|---|---|---|---|---|---|"]
+        for name in servers:
+            if (row := skipped(name, "echo", 6)) or cell(name, "echo") is None:
+                md += [row] if row else []
+                continue
+            r = cell(name, "echo")
+            md.append(f"| {name} | {fmt(r['messages_per_s'])} | {ratio(r['messages_per_s'], ref)} | "
+                      f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {gen_flag(r['gen_cpu_frac'])} |")
+        md.append("")
+    if "idle" in scenarios:
+        bun = cell("bun", "idle")
+        md += ["## Idle connections (to /ws/echo, no room)", "",
+               "RSS of the server's process tree after minus before, divided by the connections held.", "",
+               "| server | connections | KiB per conn | x Bun (less is better) | handshakes/s | x Bun |",
+               "|---|---|---|---|---|---|"]
+        for name in servers:
+            if (row := skipped(name, "idle", 6)) or cell(name, "idle") is None:
+                md += [row] if row else []
+                continue
+            for i, r in enumerate(cell(name, "idle")):
+                b = bun[i] if isinstance(bun, list) and len(bun) > i else {}
+                conns = f"{r['established']:,}" + (f" (of {r['wanted']:,}: capped)" if r["capped"] else "")
+                if r["failed"]:
+                    conns += f", {r['failed']} failed"
+                md.append(f"| {name} | {conns} | {fmt(r['kib_per_conn'], 1)} | "
+                          f"{ratio(r['kib_per_conn'], b.get('kib_per_conn'), True)} | "
+                          f"{fmt(r['handshakes_per_s'])} | {ratio(r['handshakes_per_s'], b.get('handshakes_per_s'))} |")
+        md.append("")
+    if "slow" in scenarios:
+        md += ["## Slow consumers: fan-out room, 20 of 200 clients stop reading", "",
+               f"Messages of {SLOW_SIZE} bytes; the offered rate is --slow-rate, or half the server's own "
+               "fan-out maximum when that is lower.", "",
+               "Readers = the 180 clients that keep reading. RSS sampled every 0.5 s; growth is the slope "
+               "over the second half of the run.", "",
+               "| server | offered msgs/s | readers' deliveries/s | p99 | lost | slow clients closed by server "
+               "| RSS start / mid / end MiB | 2nd-half growth KiB/s |",
+               "|---|---|---|---|---|---|---|---|"]
+        for name in servers:
+            if (row := skipped(name, "slow", 8)) or cell(name, "slow") is None:
+                md += [row] if row else []
+                continue
+            r = cell(name, "slow")
+            s = r["step"]
+            md.append(f"| {name} | {fmt(r['rate'])} | {fmt(s['deliveries_per_s'])} | {s['p99_ms']:.2f} ms | "
+                      f"{s['lost']:,} | {s['slow_closed']} | {r['rss_start_kib'] / 1024:.1f} / "
+                      f"{r['rss_mid_kib'] / 1024:.1f} / {r['rss_end_kib'] / 1024:.1f} | "
+                      f"{r['second_half_kib_per_s']:,.0f} |")
+        md.append("")
+    if "churn" in scenarios:
+        bun = cell("bun", "churn")
+        ref = bun["cycles_per_s"] if isinstance(bun, dict) else None
+        md += ["## Churn: connect / join / close cycles on /ws/chat (100 in flight)", "",
+               "| server | cycles | failed | cycles/s | x Bun | RSS before MiB | RSS after MiB |",
+               "|---|---|---|---|---|---|---|"]
+        for name in servers:
+            if (row := skipped(name, "churn", 7)) or cell(name, "churn") is None:
+                md += [row] if row else []
+                continue
+            r = cell(name, "churn")
+            md.append(f"| {name} | {r['cycles']:,} | {r['failed']:,} | {fmt(r['cycles_per_s'])} | "
+                      f"{ratio(r['cycles_per_s'], ref)} | {r['rss_before_kib'] / 1024:.1f} | "
+                      f"{r['rss_after_kib'] / 1024:.1f} |")
+        md.append("")
+    return "\n".join(md)
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine_meta(argv: list[str], servers: list[str]) -> dict[str, str]:
+    model = next((ln.split(":", 1)[1].strip() for ln in sh(["lscpu"]).splitlines() if ln.startswith("Model name")), "?")
+    versions = [f"python {platform.python_version()}", f"node {sh(['node', '--version'])}"]
+    if Path(bun_bin()).exists():
+        versions.append(f"bun {sh([bun_bin(), '--version'])}")
+    for mod in ("websockets", "socketio", "engineio", "uvicorn", "uvloop"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except (ImportError, AttributeError):
+            pass
+    try:
+        cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        cc = "?"
+    return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": " ".join(["python"] + argv), "cpu": model, "nproc": sh(["nproc"]),
+            "kernel": platform.release(), "tcp congestion control": cc,
+            "RLIMIT_NOFILE hard": str(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            "versions": ", ".join(versions),
+            "python-socketio deployment": "socketio.AsyncServer + ASGIApp under uvicorn (uvloop, httptools, websockets-sansio), websocket transport only"}
+
+
+def raise_nofile() -> None:
+    """Soft limit up to the hard limit (raising the hard limit needs CAP_SYS_RESOURCE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 120000
+    if hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS))
+    ap.add_argument("--quick", action="store_true", help="short steps, 10k idle / churn (about 5 min)")
+    ap.add_argument("--slow-rate", type=float, default=500.0,
+                    help="offered msgs/s in the slow-consumer scenario, the same for every server")
+    ap.add_argument("--out", default=str(RESULTS / "latest.md"))
+    args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    servers = [s for s in args.servers.split(",") if s]
+    for s in scenarios:
+        if s not in ALL_SCENARIOS:
+            ap.error(f"unknown scenario {s}")
+    for s in servers:
+        if s not in SERVER_DEFS:
+            ap.error(f"unknown server {s}")
+    raise_nofile()
+    RESULTS.mkdir(exist_ok=True)
+    log_dir = RESULTS / "logs"
+    log_dir.mkdir(exist_ok=True)
+    ctx = Ctx(exe=build_loadgen(), quick=args.quick, log_dir=log_dir)
+    results: dict[str, dict[str, Any]] = {}
+    t_all = time.monotonic()
+    for i, name in enumerate(servers):
+        sdef = SERVER_DEFS[name]
+        sdef.port = BASE_PORT + ALL_SERVERS.index(name)
+        results[name] = {}
+        try:
+            sdef.needs()
+        except (Skip, subprocess.CalledProcessError) as e:
+            for scen in scenarios:
+                results[name][scen] = f"skipped: {e}"
+            print(f"[{name}] skipped: {e}", flush=True)
+            continue
+        for scen in scenarios:
+            t0 = time.monotonic()
+            print(f"[{name}] {scen} ...", end=" ", flush=True)
+            try:
+                if scen == "fanout":
+                    r: Any = scenario_fanout(ctx, sdef)
+                elif scen == "echo":
+                    r = scenario_echo(ctx, sdef)
+                elif scen == "idle":
+                    r = scenario_idle(ctx, sdef)
+                elif scen == "slow":
+                    own = ctx.fanout_max.get(name)
+                    r = scenario_slow(ctx, sdef, min(args.slow_rate, own / 2) if own else args.slow_rate)
+                else:
+                    r = scenario_churn(ctx, sdef)
+                print(f"done in {time.monotonic() - t0:.0f} s", flush=True)
+            except Skip as e:
+                r = f"skipped: {e}"
+                print(r, flush=True)
+            except Exception as e:  # one broken server or scenario must not sink the whole run
+                r = f"error: {type(e).__name__}: {e}"
+                print(r, flush=True)
+            results[name][scen] = r
+    meta = machine_meta(sys.argv, servers)
+    meta["total run time"] = f"{time.monotonic() - t_all:.0f} s"
+    md = render(results, servers, scenarios, meta)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print("\n" + md)
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
