@@ -1,4 +1,4 @@
-"""The seed's chat room, as a Python module (`/ws/chat`)."""
+"""The seed's chat room as a Python module (`/ws/python/chat`); it shares the room "chat" with `chat.js`."""
 
 import json
 import time
