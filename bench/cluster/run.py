@@ -86,8 +86,9 @@ class Proc:
         with open(self.log, "ab") as log:
             log.write(f"\n--- {dt.datetime.now().isoformat()} {' '.join(full)}\n".encode())
             log.flush()
+            env = dict(os.environ, NODE_PATH=str(HERE / "node_modules"))
             self.proc = subprocess.Popen(full, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         env=env, start_new_session=True)
 
     def stop(self) -> None:
         if self.proc.poll() is not None:

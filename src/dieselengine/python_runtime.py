@@ -60,9 +60,9 @@ class PythonScript:
         if function is None:
             return None
         result = function(session) if message is None else function(session, message)
-        if inspect.isawaitable(result):
-            return result
-        return None
+        if result is None or not inspect.isawaitable(result):
+            return None
+        return result
 
     def describe_error(self, exc: BaseException) -> str:
         return _format(exc)
