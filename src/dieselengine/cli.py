@@ -22,6 +22,16 @@ def _size(text: str) -> int:
     return int(text)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a default only where there is one worth reading (not None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diesel",
@@ -35,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve a script or a folder of scripts",
         description="Serve PATH: one script (route /ws/<stem>) or a folder where every *.js and *.py "
                     "is a route (games/chess.js -> /ws/games/chess); names starting with _ are helpers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     serve.add_argument("path", type=Path, metavar="PATH", help="a .js/.py script or a folder of them")
     net = serve.add_argument_group("network")
@@ -47,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="believe X-Forwarded-For from this proxy address (repeatable)")
     dev = serve.add_argument_group("development")
     dev.add_argument("--reload", action="store_true", help="swap in changed scripts without dropping connections")
-    dev.add_argument("--log-level", default=_DEFAULTS.log_level, choices=["debug", "info", "warning", "error"])
+    dev.add_argument("--log-level", default=_DEFAULTS.log_level, choices=["debug", "info", "warning", "error"],
+                     help="log records below this level are dropped")
     limits = serve.add_argument_group("limits")
     limits.add_argument("--max-message-size", type=_size, default=_DEFAULTS.max_message_size, metavar="BYTES",
                         help="close a session sending a larger message with 1009 (K/M suffixes allowed)")
@@ -66,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster = serve.add_argument_group("scale-out")
     cluster.add_argument("--cluster", metavar="URL", help="join the cluster of servers using this Redis, "
                          "e.g. redis://127.0.0.1:6379/0")
-    cluster.add_argument("--cluster-prefix", default=_DEFAULTS.cluster_prefix,
+    cluster.add_argument("--cluster-prefix", default=_DEFAULTS.cluster_prefix, metavar="PREFIX",
                          help="Redis key prefix, so several clusters can share one Redis")
     cluster.add_argument("--workers", type=int, default=_DEFAULTS.workers, metavar="N",
                          help="processes sharing the port (needs --cluster)")
