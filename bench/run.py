@@ -460,6 +460,34 @@ def scenario_churn(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     return rec
 
 
+def cpu_busy(interval: float = 0.5) -> float:
+    """Fraction of all cores busy over interval, from /proc/stat."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+
+    t0, i0 = snap()
+    time.sleep(interval)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_for_idle_machine(max_wait: float) -> float:
+    """Wait (bounded) until nothing else uses the cores; return the busy fraction at the start.
+
+    Another process on either core skews both the server and the generator, so the report notes
+    every scenario that had to start on a busy machine.
+    """
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy > 0.10 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        busy = cpu_busy()
+    return busy
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -655,6 +683,7 @@ def main() -> int:
     ctx = Ctx(exe=build_loadgen(), quick=args.quick, log_dir=log_dir)
     results: dict[str, dict[str, Any]] = {}
     t_all = time.monotonic()
+    contention: list[str] = []
     for i, name in enumerate(servers):
         sdef = SERVER_DEFS[name]
         sdef.port = BASE_PORT + ALL_SERVERS.index(name)
@@ -668,6 +697,9 @@ def main() -> int:
             continue
         for scen in scenarios:
             t0 = time.monotonic()
+            busy = wait_for_idle_machine(10 if args.quick else 30)
+            if busy > 0.10:
+                contention.append(f"{name}/{scen}: {busy * 100:.0f} % of the 2 cores busy with other work at start")
             print(f"[{name}] {scen} ...", end=" ", flush=True)
             try:
                 if scen == "fanout":
@@ -691,6 +723,7 @@ def main() -> int:
             results[name][scen] = r
     meta = machine_meta(sys.argv, servers)
     meta["total run time"] = f"{time.monotonic() - t_all:.0f} s"
+    meta["other load on the machine"] = "; ".join(contention) if contention else "none seen at the start of any scenario"
     md = render(results, servers, scenarios, meta)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -275,7 +276,7 @@ def measure(config: str, exe: Path, redis_url: str, redis_pid: int, quick: bool)
                 else:
                     bad = mid
             at70 = lg.run(0.7 * good, secs * 2) if good else None
-            generator = " ".join(lg.argv)
+            generator = shlex.join(lg.argv)
         finally:
             lg.close()
     finally:
@@ -340,7 +341,7 @@ def report(results: list[dict[str, Any]], command: str, started: float) -> str:
 
     def ratio(a: str, b: str) -> str:
         if a in by and b in by and by[b]["max_deliveries_per_s"]:
-            return f"{by[a]['max_deliveries_per_s'] / by[b]['max_deliveries_per_s']:.1f}x"
+            return f"{by[a]['max_deliveries_per_s'] / by[b]['max_deliveries_per_s']:.2f}x"
         return "n/a"
 
     lines += [

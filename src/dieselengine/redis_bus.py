@@ -126,9 +126,9 @@ class RedisBus:
         self._counters = {"published": 0, "publishes": 0, "received": 0, "errors": 0,
                           "reconnects": 0, "dropped": 0}
         self._supervisor: asyncio.Task[None] | None = None
-        self._wake_writer: asyncio.Event | None = None
-        self._wake_sync: asyncio.Event | None = None
-        self._connected_once: asyncio.Event | None = None
+        self._wake_writer = asyncio.Event()
+        self._wake_sync = asyncio.Event()
+        self._connected_once = asyncio.Event()
 
     # -- the Bus protocol ------------------------------------------------------------------------
 
@@ -137,9 +137,6 @@ class RedisBus:
         whose Redis is down at start still serves, degraded, and joins once Redis answers."""
         self._hub = hub
         self._loop = asyncio.get_running_loop()
-        self._wake_writer = asyncio.Event()
-        self._wake_sync = asyncio.Event()
-        self._connected_once = asyncio.Event()
         self._supervisor = asyncio.create_task(self._supervise(), name="diesel-cluster")
         try:
             await asyncio.wait_for(self._connected_once.wait(), COMMAND_TIMEOUT)
@@ -190,7 +187,7 @@ class RedisBus:
             frames.append(frame)
         self._pending_bytes += len(frame)
         if not self._writing:
-            self._wake_writer.set()  # type: ignore[union-attr]
+            self._wake_writer.set()
 
     def local_count(self, room: str, count: int) -> None:
         if count:
@@ -198,7 +195,7 @@ class RedisBus:
         else:
             self._local.pop(room, None)
         self._dirty.add(room)
-        self._wake_sync.set()  # type: ignore[union-attr]
+        self._wake_sync.set()
 
     def remote_members(self, room: str) -> int:
         return self._remote.get(room, 0)
@@ -233,7 +230,7 @@ class RedisBus:
                 ever_connected = True
                 down_logged = False
                 self.healthy = True
-                self._connected_once.set()  # type: ignore[union-attr]
+                self._connected_once.set()
                 delay = BACKOFF_MIN
                 tasks.append(asyncio.create_task(self._writer(client)))
                 tasks.append(asyncio.create_task(self._syncer(client, sub)))
@@ -323,7 +320,6 @@ class RedisBus:
         """One pipeline per round: a PUBLISH per room with everything queued since the last round
         (at least one event-loop tick's worth, more while Redis is busy with the previous one)."""
         wake = self._wake_writer
-        assert wake is not None
         node = self._node
         counters = self._counters
         while True:
@@ -334,15 +330,20 @@ class RedisBus:
             self._writing = True
             pending, self._pending = self._pending, {}
             self._pending_bytes = 0
+            frames_sent = 0
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for room, frames in pending.items():
                         pipe.publish(self._room_channel(room), node + b"".join(frames))
-                        counters["published"] += len(frames)
-                    counters["publishes"] += len(pending)
+                        frames_sent += len(frames)
                     await pipe.execute()
+            except BaseException:
+                counters["dropped"] += frames_sent
+                raise
             finally:
                 self._writing = False
+            counters["published"] += frames_sent
+            counters["publishes"] += len(pending)
             if self._pending:
                 wake.set()
 
@@ -355,7 +356,6 @@ class RedisBus:
         """Subscription changes and count pushes as soon as they happen; heartbeat and full
         re-read every SYNC_INTERVAL."""
         wake = self._wake_sync
-        assert wake is not None
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + SYNC_INTERVAL
         while True:
@@ -402,6 +402,9 @@ class RedisBus:
         fields.update({"r:" + room: count for room, count in counts.items() if count})
         gone = ["r:" + room for room, count in counts.items() if not count]
         async with client.pipeline(transaction=True) as pipe:
+            # Whether the hash still existed: a node stalled past HEARTBEAT_TTL (or a Redis that
+            # restarted behind a proxy) lost it, and must write it in full again.
+            pipe.exists(self._node_key)
             if full:
                 pipe.delete(self._node_key)
             pipe.hset(self._node_key, mapping=fields)
@@ -415,10 +418,14 @@ class RedisBus:
                     message["f"] = True
                 pipe.publish(self._ctl_channel, json.dumps(message, separators=(",", ":")))
             try:
-                await pipe.execute()
+                results = await pipe.execute()
             except BaseException:
                 self._dirty.update(rooms)  # the resync after reconnecting covers them anyway
                 raise
+        if not full and not results[0]:
+            log.warning("cluster: this node's counts had expired in Redis (event loop stalled for "
+                        "over %.0f s?); rewriting them", HEARTBEAT_TTL)
+            await self._push(client, full=True)
 
     # -- counts: the replica ---------------------------------------------------------------------
 

@@ -1,0 +1,510 @@
+// dieselengine's JavaScript prelude: the handler API (WebSocketSession, WebSocketRoom, console,
+// timers) on top of a flat outbox. Evaluated once per script context, before the script's modules;
+// it returns the functions the Python side calls (`api(name)`), which user code cannot reach.
+//
+// Why an outbox: quickjs-ng refuses calls into Python while a time limit is set, so every host
+// operation (send, join, broadcast, log, timer) is appended to OUT as [opcode, args...] and the
+// Python side executes them, in order, after the call returns. Values a script must read
+// synchronously (room member counts, the session's own data) are mirrored into this context.
+//
+// The common cases do not go through JSON: a hook whose only effect is one broadcast or one send
+// by its own session returns an int (the payload is the incoming message) or "code:payload".
+(function () {
+"use strict";
+
+// Opcodes; keep in sync with js_runtime.py.
+const OP_SEND = 1, OP_SEND_BIN = 2, OP_SEND_MSG = 3, OP_CLOSE = 4, OP_JOIN = 5, OP_LEAVE = 6,
+      OP_BCAST = 7, OP_BCAST_BIN = 8, OP_BCAST_MSG = 9, OP_LOG = 10, OP_TIMER = 11,
+      OP_CLEAR = 12, OP_SETTLE = 13, OP_ROOM_ID = 14;
+// Fast-path kinds, the low two bits of an int result (the rest is a room id).
+const K_BCAST = 1, K_EXCEPT = 2, K_SEND = 3;
+const MAX_ROOM_IDS = 4096, MAX_TIMERS = 100000;
+// Status bits of a JSON result: the hook returned a promise; promise jobs may be pending.
+const S_PROMISE = 1, S_JOBS = 2;
+
+const OUT = [];
+// An own `push`, so a script replacing Array.prototype.push cannot reach the outbox.
+Object.defineProperty(OUT, "push", { value: Array.prototype.push });
+const stringify = JSON.stringify, parse = JSON.parse, hasOwn = Object.hasOwn;
+const toBase64 = Uint8Array.prototype.toBase64, fromBase64 = Uint8Array.fromBase64;
+const isView = ArrayBuffer.isView, PromiseThen = Promise.prototype.then;
+const NONE = {};                 // "no incoming message": never === a script's value
+
+const counts = new Map();        // room -> members, mirrored from the server (+ this call's own joins)
+const roomIds = new Map();       // room -> small int known to the Python side
+let nextRoomId = 0;
+const byHandle = new Map();      // handle -> live session
+const hooks = { onOpen: undefined, onMessage: undefined, onClose: undefined };
+const modules = new Map();       // module id -> namespace object
+let flags = 0;                   // S_JOBS when promise jobs may have been queued
+let curH = -1;                   // handle of the session whose hook is running
+let curMsg = NONE;               // the text message of the running onMessage (its synchronous part)
+
+// Promise jobs queued by `.then` must run right after the handler returns, as in any JS host.
+Object.defineProperty(Promise.prototype, "then", {
+  value: function then(onFulfilled, onRejected) {
+    flags |= S_JOBS;
+    return PromiseThen.call(this, onFulfilled, onRejected);
+  },
+  writable: true, configurable: true,
+});
+
+function b64(m) {
+  if (m instanceof ArrayBuffer) return toBase64.call(new Uint8Array(m));
+  if (isView(m)) return toBase64.call(new Uint8Array(m.buffer, m.byteOffset, m.byteLength));
+  return null;
+}
+
+function badPayload(what) {
+  return new TypeError(what + ": message must be a string, an ArrayBuffer or a typed array");
+}
+
+function toRoom(h, name, m, skip, what) {
+  if (m === curMsg) OUT.push(OP_BCAST_MSG, h, name, skip);
+  else if (typeof m === "string") OUT.push(OP_BCAST, h, name, m, skip);
+  else {
+    const b = b64(m);
+    if (b === null) throw badPayload(what);
+    OUT.push(OP_BCAST_BIN, h, name, b, skip);
+  }
+}
+
+function parseHeaders(blob) {
+  const map = new Map();
+  if (blob) {
+    for (const line of blob.split("\n")) {
+      const i = line.indexOf("\0");
+      const key = line.slice(0, i).toLowerCase();
+      if (!map.has(key)) map.set(key, line.slice(i + 1));
+    }
+  }
+  return map;
+}
+
+// ---- the session and room API (spec/websocket-session.txt) ----------------------------------
+
+let WebSocketRoom, newSession, exportAttrs, callOpen, callMessage, callMessageBinary, callClose, markClosed;
+
+class WebSocketSession {
+  #h; #id; #path; #addr; #query; #params = null; #headerBlob; #headers = null;
+  #attrs = null; #rooms = null; #open = true; #dead = false; #room = null;
+
+  constructor(h, id, path, addr, query, headers) {
+    this.#h = h; this.#id = id; this.#path = path; this.#addr = addr;
+    this.#query = query; this.#headerBlob = headers;
+  }
+
+  get id() { return this.#id; }
+
+  send(message) {
+    if (!this.#open) return;
+    if (message === curMsg) OUT.push(OP_SEND_MSG, this.#h);
+    else if (typeof message === "string") OUT.push(OP_SEND, this.#h, message);
+    else {
+      const b = b64(message);
+      if (b === null) throw badPayload("send(message)");
+      OUT.push(OP_SEND_BIN, this.#h, b);
+    }
+  }
+
+  close(code = 1000, reason = "") {
+    code = Number(code);
+    if (!Number.isInteger(code) || code < 1000 || code > 4999) {
+      throw new RangeError("close(code, reason): code must be an integer from 1000 to 4999");
+    }
+    reason = String(reason);
+    if (!this.#open) return;
+    this.#open = false;
+    OUT.push(OP_CLOSE, this.#h, code, reason);
+  }
+
+  isOpen() { return this.#open; }
+
+  getParameter(name) {
+    let p = this.#params;
+    if (p === null) p = this.#params = this.#query ? parse(this.#query) : {};
+    name = String(name);
+    return hasOwn(p, name) ? p[name] : null;
+  }
+
+  getHeader(name) {
+    let h = this.#headers;
+    if (h === null) { h = this.#headers = parseHeaders(this.#headerBlob); this.#headerBlob = null; }
+    const v = h.get(String(name).toLowerCase());
+    return v === undefined ? null : v;
+  }
+
+  getRequestPath() { return this.#path; }
+
+  getRemoteAddr() { return this.#addr; }
+
+  setAttribute(key, value) {
+    (this.#attrs ??= new Map()).set(typeof key === "string" ? key : String(key), value);
+  }
+
+  getAttribute(key) {
+    const a = this.#attrs;
+    if (a === null) return null;
+    const v = a.get(typeof key === "string" ? key : String(key));
+    return v === undefined && !a.has(String(key)) ? null : v;
+  }
+
+  getAttributes() {
+    return this.#attrs === null ? {} : Object.fromEntries(this.#attrs);
+  }
+
+  room(name) {
+    name = typeof name === "string" ? name : String(name);
+    const last = this.#room;
+    if (last !== null && last.getName() === name) return last;
+    return this.#room = new WebSocketRoom(this, name);
+  }
+
+  get [Symbol.toStringTag]() { return "WebSocketSession"; }
+
+  static {
+    WebSocketRoom = class WebSocketRoom {
+      #s; #n;
+      constructor(s, n) { this.#s = s; this.#n = n; }
+
+      join() {
+        const s = this.#s, n = this.#n;
+        if (s.#dead) return;
+        const rooms = s.#rooms ??= new Set();
+        if (rooms.has(n)) return;
+        rooms.add(n);
+        counts.set(n, (counts.get(n) ?? 0) + 1);
+        OUT.push(OP_JOIN, s.#h, n);
+      }
+
+      leave() {
+        const s = this.#s, n = this.#n, rooms = s.#rooms;
+        if (s.#dead || rooms === null || !rooms.delete(n)) return;
+        const c = (counts.get(n) ?? 1) - 1;
+        if (c > 0) counts.set(n, c); else counts.delete(n);
+        OUT.push(OP_LEAVE, s.#h, n);
+      }
+
+      broadcast(message) { toRoom(this.#s.#h, this.#n, message, 0, "broadcast(message)"); }
+
+      broadcastExcept(message) { toRoom(this.#s.#h, this.#n, message, 1, "broadcastExcept(message)"); }
+
+      members() { return counts.get(this.#n) ?? 0; }
+
+      getName() { return this.#n; }
+
+      get [Symbol.toStringTag]() { return "WebSocketRoom"; }
+    };
+
+    newSession = (h, id, path, addr, query, headers, attrs, rooms, open) => {
+      const s = new WebSocketSession(h, id, path, addr, query, headers);
+      if (attrs !== null) s.#attrs = new Map(Object.entries(parse(attrs)));
+      if (rooms !== null) s.#rooms = new Set(parse(rooms));
+      s.#open = open;
+      byHandle.set(h, s);
+      return s;
+    };
+
+    // Reload: the attributes JSON can carry; the others are dropped with a warning.
+    exportAttrs = (s) => {
+      const parts = [];
+      if (s.#attrs !== null) {
+        for (const [k, v] of s.#attrs) {
+          let json;
+          try { json = stringify(v); } catch (e) { json = undefined; }
+          if (json === undefined) {
+            OUT.push(OP_LOG, 30, "reload: attribute " + stringify(k) + " of session " + s.#id +
+                     " cannot be carried over (not JSON)");
+          } else parts.push(stringify(k) + ":" + json);
+        }
+      }
+      return "{" + parts.join(",") + "}";
+    };
+
+    callOpen = (s, sync) => {
+      if (sync !== null) applySync(sync);
+      curH = s.#h; curMsg = NONE;
+      return finish(hooks.onOpen(s));
+    };
+
+    callMessage = (s, m, sync) => {
+      if (sync !== null) applySync(sync);
+      curH = s.#h; curMsg = m;
+      return finish(hooks.onMessage(s, m));
+    };
+
+    callMessageBinary = (s, data, sync) => {
+      if (sync !== null) applySync(sync);
+      // curMsg stays NONE: a Uint8Array can be changed before it is sent on.
+      curH = s.#h; curMsg = NONE;
+      return finish(hooks.onMessage(s, fromBase64(data)));
+    };
+
+    // After onClose returns the server removes the session from its rooms; it is dead from then.
+    callClose = (s, sync) => {
+      if (sync !== null) applySync(sync);
+      s.#open = false;
+      curH = s.#h; curMsg = NONE;
+      let r;
+      try {
+        if (hooks.onClose !== undefined) r = hooks.onClose(s);
+      } finally {
+        s.#dead = true;
+        s.#rooms = null;
+        byHandle.delete(s.#h);
+      }
+      return finish(r);
+    };
+
+    markClosed = (h) => {
+      const s = byHandle.get(h);
+      if (s !== undefined) s.#open = false;
+    };
+  }
+}
+
+// [counts {room: n}, handles of sessions whose connection is closing]
+function applySync(sync) {
+  const [c, closed] = parse(sync);
+  for (const room in c) {
+    const n = c[room];
+    if (n > 0) counts.set(room, n); else counts.delete(room);
+  }
+  for (let i = 0; i < closed.length; i++) markClosed(closed[i]);
+}
+
+function roomId(name) {
+  let id = roomIds.get(name);
+  if (id !== undefined) return id;
+  if (nextRoomId < MAX_ROOM_IDS) {
+    id = nextRoomId++;
+    roomIds.set(name, id);
+    OUT.push(OP_ROOM_ID, id, name);
+  }
+  return -1;
+}
+
+let promiseSeq = 0;
+
+// The end of a hook's synchronous part: hand the outbox to Python, by the cheapest encoding.
+function finish(r) {
+  curMsg = NONE;
+  if (r !== undefined && r !== null && typeof r.then === "function") {
+    const pid = ++promiseSeq;
+    PromiseThen.call(Promise.resolve(r),
+      () => { OUT.push(OP_SETTLE, pid, 1, ""); },
+      (e) => { OUT.push(OP_SETTLE, pid, 0, describe(e)); });
+    return general(S_PROMISE | S_JOBS, pid);
+  }
+  if (flags !== 0) return general(0, 0);
+  const n = OUT.length;
+  if (n === 0) return undefined;
+  const op = OUT[0];
+  if (OUT[1] === curH) {
+    if (n === 4 && op === OP_BCAST_MSG) {
+      const id = roomId(OUT[2]);
+      if (id >= 0) {
+        const code = (id << 2) | (OUT[3] ? K_EXCEPT : K_BCAST);
+        OUT.length = 0;
+        return code;
+      }
+    } else if (n === 5 && op === OP_BCAST) {
+      const p = OUT[3];
+      if (!p.includes("\0")) {
+        const id = roomId(OUT[2]);
+        if (id >= 0) {
+          const code = (id << 2) | (OUT[4] ? K_EXCEPT : K_BCAST);
+          OUT.length = 0;
+          return (code + ":" + p).toWellFormed();
+        }
+      }
+    } else if (n === 2 && op === OP_SEND_MSG) {
+      OUT.length = 0;
+      return K_SEND;
+    } else if (n === 3 && op === OP_SEND) {
+      const p = OUT[2];
+      if (!p.includes("\0")) {
+        OUT.length = 0;
+        return (K_SEND + ":" + p).toWellFormed();
+      }
+    }
+  }
+  return general(0, 0);
+}
+
+function general(status, pid) {
+  const s = stringify([status | flags, pid, OUT]);
+  OUT.length = 0;
+  flags = 0;
+  return s;
+}
+
+// Whatever is queued (after an error, promise jobs, a timer); undefined when nothing is.
+function drain(sync) {
+  if (sync !== null) applySync(sync);
+  curMsg = NONE; curH = -1;
+  if (OUT.length === 0 && flags === 0) return undefined;
+  return general(0, 0);
+}
+
+function describe(e) {
+  try {
+    if (e instanceof Error) return String(e) + "\n" + (e.stack ?? "");
+    return "Uncaught " + inspect(e, 0) + "\n";
+  } catch (_) {
+    return "Uncaught exception (cannot be printed)\n";
+  }
+}
+
+// ---- console -----------------------------------------------------------------------------------
+
+function inspect(v, depth) {
+  switch (typeof v) {
+    case "string": return depth === 0 ? v : stringify(v);
+    case "function": return "[Function: " + (v.name || "(anonymous)") + "]";
+    case "object":
+      if (v === null) return "null";
+      if (v instanceof Error) return v.stack ? String(v) + "\n" + v.stack.replace(/\n$/, "") : String(v);
+      try {
+        const s = stringify(v, (k, x) => typeof x === "bigint" ? x.toString() + "n" : x);
+        if (s !== undefined) return s;
+      } catch (_) { /* cyclic */ }
+      return Object.prototype.toString.call(v);
+    default: return String(v);
+  }
+}
+
+function logger(level) {
+  return function (...args) {
+    let text = "";
+    for (let i = 0; i < args.length; i++) text += (i ? " " : "") + inspect(args[i], 0);
+    OUT.push(OP_LOG, level, text);
+  };
+}
+
+const console = {
+  log: logger(20), info: logger(20), debug: logger(10), trace: logger(10),
+  warn: logger(30), error: logger(40),
+};
+
+// ---- timers: scheduled on the server's event loop --------------------------------------------
+
+const timers = new Map();        // id -> [fn, args, interval ms or 0]
+let timerSeq = 0;
+
+function delay(ms) {
+  ms = Number(ms);
+  return ms >= 1 ? Math.min(ms, 2147483647) : 1;
+}
+
+function addTimer(fn, ms, args, repeat) {
+  if (typeof fn !== "function") throw new TypeError("the callback must be a function");
+  if (timers.size >= MAX_TIMERS) throw new RangeError("too many timers (" + MAX_TIMERS + ")");
+  const id = ++timerSeq, d = delay(ms);
+  timers.set(id, [fn, args, repeat ? d : 0]);
+  OUT.push(OP_TIMER, id, d);
+  return id;
+}
+
+function clearTimer(id) {
+  id = Number(id);
+  if (timers.delete(id)) OUT.push(OP_CLEAR, id);
+}
+
+function fire(id, sync) {
+  if (sync !== null) applySync(sync);
+  curMsg = NONE; curH = -1;
+  const t = timers.get(id);
+  if (t !== undefined) {
+    if (t[2]) OUT.push(OP_TIMER, id, t[2]); else timers.delete(id);
+    t[0].apply(undefined, t[1]);
+  }
+  return drain(null);
+}
+
+function queueMicrotask(fn) {
+  if (typeof fn !== "function") throw new TypeError("queueMicrotask: the callback must be a function");
+  flags |= S_JOBS;
+  PromiseThen.call(Promise.resolve(), () => {
+    try { fn(); } catch (e) { OUT.push(OP_LOG, 40, "uncaught error in a microtask\n" + describe(e)); }
+  });
+}
+
+const globals = {
+  console,
+  setTimeout: (fn, ms, ...args) => addTimer(fn, ms, args, false),
+  setInterval: (fn, ms, ...args) => addTimer(fn, ms, args, true),
+  clearTimeout: clearTimer,
+  clearInterval: clearTimer,
+  queueMicrotask,
+};
+for (const name in globals) {
+  Object.defineProperty(globalThis, name, { value: globals[name], writable: true, configurable: true });
+}
+
+// ---- modules: the Python side rewrites import/export into these two calls ---------------------
+
+function exportModule(id, make, deps, stars) {
+  const ns = make(deps.map((d) => modules.get(d)));
+  for (const d of stars) {
+    const other = modules.get(d);
+    for (const key of Object.keys(other)) {
+      if (key !== "default" && !hasOwn(ns, key)) {
+        Object.defineProperty(ns, key, { get: () => other[key], enumerable: true });
+      }
+    }
+  }
+  Object.setPrototypeOf(ns, null);
+  modules.set(id, Object.freeze(ns));
+}
+
+function importModule(id, specifier, names) {
+  const ns = modules.get(id);
+  if (ns === undefined) throw new SyntaxError("module " + specifier + " is not loaded (circular import?)");
+  for (const name of names) {
+    if (!hasOwn(ns, name)) {
+      throw new SyntaxError("the module " + specifier + " does not provide an export named " + stringify(name));
+    }
+  }
+  return ns;
+}
+
+const hidden = { __diesel_export__: exportModule, __diesel_import__: importModule };
+for (const name in hidden) {
+  Object.defineProperty(globalThis, name, { value: hidden[name], configurable: true });
+}
+
+// The main module is loaded: take its hooks. Returns a bit mask of the hooks it defines.
+function bindHooks(id) {
+  for (const name in hidden) delete globalThis[name];
+  const ns = modules.get(id);
+  let mask = 0, bit = 1;
+  for (const name of ["onOpen", "onMessage", "onClose"]) {
+    const f = ns === undefined ? undefined : ns[name];
+    if (f !== undefined && typeof f !== "function") {
+      throw new TypeError("the export " + name + " must be a function, not " + (f === null ? "null" : typeof f));
+    }
+    hooks[name] = f;
+    if (f !== undefined) mask |= bit;
+    bit <<= 1;
+  }
+  return mask;
+}
+
+// A module's evaluation promise: returns a probe, "ok", "pending" or the error, once jobs ran.
+function settled(p) {
+  let state = "pending";
+  PromiseThen.call(p, () => { state = "ok"; }, (e) => { state = describe(e); });
+  return () => state;
+}
+
+function reset() { OUT.length = 0; flags = 0; curMsg = NONE; curH = -1; }
+
+function init(sync) { applySync(sync); }
+
+const api = {
+  callOpen, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
+  bindHooks, settled, reset, init,
+};
+return (name) => api[name];
+})()
