@@ -49,7 +49,7 @@ class Hub:
             # Frames broadcast before the join must not reach the new member.
             self.outbox.flush()
         room.members[session] = None
-        session.rooms.add(room)
+        session.rooms.append(room)
         self._counted(room)
 
     def leave(self, session: Session, name: str) -> None:
@@ -60,7 +60,7 @@ class Hub:
             # Frames broadcast while it was a member still reach it.
             self.outbox.flush()
         del room.members[session]
-        session.rooms.discard(room)
+        session.rooms.remove(room)
         if not room.members:
             del self.rooms[name]
         self._counted(room)

@@ -60,6 +60,8 @@ class Server:
             max_frame_size=settings.max_message_size,
             read_buffer_init_size=512,
             use_aiofastnet=False,
+            # Not a Logger: picows then skips creating a child Logger per connection.
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
             backlog=4096,
             **listen,
         )

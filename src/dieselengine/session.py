@@ -58,7 +58,8 @@ class Session:
         self.conn = conn
         self.route = route
         self.attributes: dict[str, Any] = {}
-        self.rooms: set[Room] = set()
+        #: A list, not a set: sessions are in few rooms, and an empty set costs 216 bytes.
+        self.rooms: list[Room] = []
         #: Frames sent to this session alone during the current tick: (sequence, frame).
         self.direct: list[tuple[int, bytes]] = []
         #: The outbox tick in which this session was last written, so a flush writes it once.

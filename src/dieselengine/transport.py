@@ -33,6 +33,9 @@ _CLOSE = WSMsgType.CLOSE
 class WebSocketConnection(WSListener):
     """One accepted WebSocket connection; implements `session.Connection`."""
 
+    __slots__ = ("_dispatcher", "_settings", "_route", "_request", "session", "_ws", "_raw", "_paused",
+                 "_parts", "_parts_size", "_parts_text", "alive", "_pinged", "_close_timer")
+
     def __init__(self, dispatcher: Dispatcher, settings: Settings, route: Route, request: Request) -> None:
         super().__init__()
         self._dispatcher = dispatcher
