@@ -93,9 +93,6 @@ def _configure_logging(level: str) -> None:
     """One record per line on stderr, written at once (a stack trace follows its line)."""
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "debug":
-        # picows logs every accepted connection at INFO; that is noise at 10k handshakes/s.
-        logging.getLogger("picows").setLevel(logging.WARNING)
 
 
 def _check(path: Path) -> int:

@@ -87,7 +87,7 @@ let WebSocketRoom, newSession, exportAttrs, callOpen, callMessage, callMessageBi
 
 class WebSocketSession {
   #h; #id; #path; #addr; #query; #params = null; #headerBlob; #headers = null;
-  #attrs = null; #rooms = null; #open = true; #dead = false; #room = null;
+  #attrs = null; #rooms = null; #open = true; #dead = false; #room = null; #roomName = NONE;
 
   constructor(h, id, path, addr, query, headers) {
     this.#h = h; this.#id = id; this.#path = path; this.#addr = addr;
@@ -109,8 +109,9 @@ class WebSocketSession {
 
   close(code = 1000, reason = "") {
     code = Number(code);
-    if (!Number.isInteger(code) || code < 1000 || code > 4999) {
-      throw new RangeError("close(code, reason): code must be an integer from 1000 to 4999");
+    if (!Number.isInteger(code) || !(code >= 1000 && code <= 1003 || code >= 1007 && code <= 1014 ||
+                                     code >= 3000 && code <= 4999)) {
+      throw new RangeError("close(code, reason): code must be 1000-1003, 1007-1014 or 3000-4999, not " + code);
     }
     reason = String(reason);
     if (!this.#open) return;
@@ -145,8 +146,10 @@ class WebSocketSession {
   getAttribute(key) {
     const a = this.#attrs;
     if (a === null) return null;
-    const v = a.get(typeof key === "string" ? key : String(key));
-    return v === undefined && !a.has(String(key)) ? null : v;
+    const v = a.get(key);
+    if (v !== undefined) return v;
+    key = String(key);
+    return a.has(key) ? a.get(key) : null;
   }
 
   getAttributes() {
@@ -154,9 +157,9 @@ class WebSocketSession {
   }
 
   room(name) {
+    if (name === this.#roomName) return this.#room;
     name = typeof name === "string" ? name : String(name);
-    const last = this.#room;
-    if (last !== null && last.getName() === name) return last;
+    this.#roomName = name;
     return this.#room = new WebSocketRoom(this, name);
   }
 
@@ -309,28 +312,30 @@ function finish(r) {
         return code;
       }
     } else if (n === 5 && op === OP_BCAST) {
-      const p = OUT[3];
-      if (!p.includes("\0")) {
-        const id = roomId(OUT[2]);
-        if (id >= 0) {
-          const code = (id << 2) | (OUT[4] ? K_EXCEPT : K_BCAST);
-          OUT.length = 0;
-          return (code + ":" + p).toWellFormed();
-        }
-      }
+      const id = roomId(OUT[2]);
+      if (id >= 0) return short(((id << 2) | (OUT[4] ? K_EXCEPT : K_BCAST)), OUT[3]);
     } else if (n === 2 && op === OP_SEND_MSG) {
       OUT.length = 0;
       return K_SEND;
     } else if (n === 3 && op === OP_SEND) {
-      const p = OUT[2];
-      if (!p.includes("\0")) {
-        OUT.length = 0;
-        return (K_SEND + ":" + p).toWellFormed();
-      }
+      return short(K_SEND, OUT[2]);
     }
   }
   return general(0, 0);
 }
+
+// "code * 2**32 + length:text". The engine hands strings to Python as C strings, so a text with
+// a U+0000 arrives cut short: the Python side compares the length and then asks for it as JSON
+// (`refetch`). toWellFormed() replaces lone surrogates and flattens a rope (which the binding
+// cannot convert).
+let lastShort = "";
+function short(code, p) {
+  OUT.length = 0;
+  lastShort = p;
+  return (code * 4294967296 + p.length + ":" + p).toWellFormed();
+}
+
+function refetch() { return stringify(lastShort); }
 
 function general(status, pid) {
   const s = stringify([status | flags, pid, OUT]);
@@ -417,7 +422,7 @@ function fire(id, sync) {
   const t = timers.get(id);
   if (t !== undefined) {
     if (t[2]) OUT.push(OP_TIMER, id, t[2]); else timers.delete(id);
-    t[0].apply(undefined, t[1]);
+    t[0](...t[1]);
   }
   return drain(null);
 }
@@ -504,7 +509,7 @@ function init(sync) { applySync(sync); }
 
 const api = {
   callOpen, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
-  bindHooks, settled, reset, init,
+  bindHooks, settled, reset, init, refetch,
 };
 return (name) => api[name];
 })()

@@ -715,6 +715,7 @@ class JsScript:
         self._drain = api("drain")
         self._fire_fn = api("fire")
         self._reset = api("reset")
+        self._refetch = api("refetch")
         link = self._link = _link(self.hub)
         counts = dict(link.counts)
         for room in self.hub.rooms:
@@ -786,20 +787,20 @@ class JsScript:
                 raise self._failed(exc, session, message) from None
             # The common results first: nothing, one broadcast/send of the message, of a new text.
             if result is None:
-                if self._tick_jobs and not self._jobs_scheduled:
-                    self._schedule_jobs()
-                return None
-            if type(result) is int:
-                kind = result & 3
-                if kind == K_SEND:
+                pass
+            elif type(result) is int:
+                if result & 3 == K_SEND:
                     session.send(message)  # type: ignore[arg-type]
                 else:
                     self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
-                                       session if kind == K_EXCEPT else None)
-                if self._tick_jobs and not self._jobs_scheduled:
-                    self._schedule_jobs()
-                return None
-            return self._result(result, session, message)
+                                       session if result & 3 == K_EXCEPT else None)
+            elif result[0] != "[":
+                self._short(result, session)
+            else:
+                return self._result(result, session, message)
+            if self._tick_jobs and not self._jobs_scheduled:
+                self._schedule_jobs()
+            return None
         if hook == "open":
             return self._call_open(session)
         return self._call_close(session)
@@ -840,27 +841,11 @@ class JsScript:
     def _result(self, result: Any, session: Session, message: Message | None) -> Awaitable[object] | None:
         """A hook's result other than None or an int: a short string (one op) or JSON."""
         if type(result) is str and result[:1] != "[":
-            i = result.find(":")
-            code = int(result[:i])
-            text = result[i + 1:]
-            kind = code & 3
-            if kind == K_SEND:
-                session.send(text)
-            else:
-                self.hub.broadcast(self._room_names[code >> 2], text, session if kind == K_EXCEPT else None)
+            self._short(result, session)
             if self._tick_jobs and not self._jobs_scheduled:
                 self._schedule_jobs()
             return None
-        if type(result) is int:
-            # open/close hooks take this path too
-            kind = result & 3
-            if kind == K_SEND:
-                session.send(message)  # type: ignore[arg-type]
-            else:
-                self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
-                                   session if kind == K_EXCEPT else None)
-            return None
-        if result is None:
+        if type(result) is not str:
             if self._tick_jobs and not self._jobs_scheduled:
                 self._schedule_jobs()
             return None
@@ -883,6 +868,25 @@ class JsScript:
                 raise exc
             return None
         return future
+
+    def _short(self, result: str, session: Session) -> None:
+        """One send or broadcast by the calling session of a new text: "code * 2**32 + length:text"."""
+        head, _, text = result.partition(":")
+        value = int(head)
+        if len(text) != value & 0xFFFFFFFF:
+            text = self._full_text(text, value & 0xFFFFFFFF)
+        code = value >> 32
+        if code & 3 == K_SEND:
+            session.send(text)
+        else:
+            self.hub.broadcast(self._room_names[code >> 2], text, session if code & 3 == K_EXCEPT else None)
+
+    def _full_text(self, text: str, length: int) -> str:
+        """The engine counts UTF-16 units, Python code points; when they differ by more than the
+        astral characters the text had a U+0000 and was cut short: fetch it again, as JSON."""
+        if len(text.encode("utf-16-le")) >> 1 == length:
+            return text
+        return _fix_text(json.loads(self._refetch()))
 
     def _failed(self, exc: quickjs.JSException, session: Session | None, message: Message | None) -> JsError:
         """A call threw: run what it queued before the error, return the located error."""
@@ -974,7 +978,8 @@ class JsScript:
                 elif op == OP_CLOSE:
                     target = live.get(args[0])
                     if target is not None:
-                        target.close(int(args[1]), str(args[2]))
+                        # A close reason may take 123 bytes of UTF-8 (RFC 6455 section 5.5).
+                        target.close(int(args[1]), str(args[2]).encode()[:123].decode("utf-8", "ignore"))
                 elif op == OP_SETTLE:
                     future = self._promises.pop(args[0], None)
                     if future is not None and not future.done():
@@ -1001,7 +1006,9 @@ class JsScript:
         return text
 
     def _scan_closed(self) -> None:
-        """Before a timer or promise job: sessions whose close started elsewhere read isOpen() false."""
+        """Before a timer: sessions whose close started elsewhere (the client, a slow-consumer
+        close, shutdown) read isOpen() false. Handler calls need no scan: the dispatcher runs no
+        onMessage after a close started, and onClose marks the session closed itself."""
         reported = self._reported_closed
         for handle, session in self._live.items():
             if handle not in reported and not session.is_open():
@@ -1024,8 +1031,6 @@ class JsScript:
         """Run pending promise jobs (each under the time limit), then what they queued."""
         ctx = self._ctx
         ran = 0
-        if self._live:
-            self._scan_closed()
         if self._stale:
             self._flush(self._drain(self._sync()), None, None)
         while True:

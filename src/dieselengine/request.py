@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from urllib.parse import parse_qs
+
+from .handshake import parse_headers
 
 
 class Request:
-    """The upgrade request of one session, parsed lazily: most handlers read one parameter or none."""
+    """The upgrade request of one session, parsed lazily: most handlers read one parameter or
+    header or none, and an idle connection should cost as little memory as possible."""
 
-    __slots__ = ("path", "query", "headers", "remote_addr", "_params")
+    __slots__ = ("path", "query", "remote_addr", "_raw_headers", "_headers", "_params")
 
-    def __init__(self, path: str, query: str, headers: Mapping[str, str], remote_addr: str) -> None:
+    def __init__(self, path: str, query: str, raw_headers: bytes, remote_addr: str) -> None:
         self.path = path
         self.query = query
-        #: Case-insensitive mapping (picows hands us a CIMultiDict).
-        self.headers = headers
         self.remote_addr = remote_addr
+        self._raw_headers = raw_headers
+        self._headers: dict[str, str] | None = None
         self._params: dict[str, list[str]] | None = None
 
     def parameter(self, name: str) -> str | None:
@@ -26,8 +28,16 @@ class Request:
         values = self._params.get(name)
         return values[0] if values else None
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every request header, names lower-cased."""
+        if self._headers is None:
+            self._headers = parse_headers(self._raw_headers)
+        return self._headers
+
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        """A request header, case-insensitive."""
+        return self.headers.get(name.lower())
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozenset[str]) -> str:

@@ -8,8 +8,6 @@ import logging
 import signal
 import socket
 
-from picows import ws_create_server
-
 from .dispatch import Dispatcher
 from .endpoints import Endpoints
 from .hub import Hub
@@ -18,6 +16,7 @@ from .routing import Router
 from .runtime import ScriptError
 from .settings import Settings
 from .stats import Stats
+from .transport import ServerContext, WebSocketProtocol
 
 log = logging.getLogger("dieselengine")
 
@@ -53,20 +52,10 @@ class Server:
             await hub.bus.start(hub)
 
         _tune_gc()
-        endpoints = Endpoints(settings, router, dispatcher)
+        endpoints = Endpoints(settings, router, hub)
+        context = ServerContext(dispatcher, endpoints, settings)
         listen = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-        server = await ws_create_server(
-            endpoints,
-            websocket_handshake_timeout=settings.handshake_timeout,
-            enable_auto_ping=False,
-            max_frame_size=settings.max_message_size,
-            read_buffer_init_size=512,
-            use_aiofastnet=False,
-            # Not a Logger: picows then skips creating a child Logger per connection.
-            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
-            backlog=4096,
-            **listen,
-        )
+        server = await loop.create_server(lambda: WebSocketProtocol(context), backlog=4096, **listen)
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)

@@ -19,7 +19,7 @@ Message = str | bytes
 
 
 class Connection(Protocol):
-    """What the core needs from a transport; the picows adapter implements it."""
+    """What the core needs from a transport; `transport.WebSocketProtocol` implements it."""
 
     def write(self, data: bytes) -> int:
         """Queue raw frame bytes; return the bytes the transport still holds for this client."""
