@@ -100,8 +100,11 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.session is not None:
-            self._ctx.dispatcher.ended(self.session)
+        session, self.session = self.session, None
+        if session is not None:
+            # Dropping our reference breaks the session <-> connection cycle, so a closed
+            # connection is freed by reference counting rather than waiting for the collector.
+            self._ctx.dispatcher.ended(session)
 
     def pause_writing(self) -> None:
         self._paused = True
