@@ -31,7 +31,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
@@ -66,6 +66,8 @@ class ServerDef:
     health: str = "tcp"  # "tcp": port accepts; "http": GET /healthz answers 200
     needs: Callable[[], None] = lambda: None
     port: int = 0
+    core: str | None = SERVER_CORE  # taskset core list, None = left to the scheduler
+    node_path: Path = PEERS / "node_modules"
 
     def route(self, name: str) -> tuple[str, str]:
         """(path, query) of route "chat" or "echo" for the generator."""
@@ -163,7 +165,8 @@ def rss_kib(root: int) -> int:
 
 
 class Server:
-    """One running server process on core 0; a context manager so it is always stopped."""
+    """One running server process (on core 0 unless sdef.core says otherwise); a context manager so it
+    is always stopped."""
 
     def __init__(self, sdef: ServerDef, log_dir: Path) -> None:
         self.sdef = sdef
@@ -171,11 +174,11 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> "Server":
-        argv = ["taskset", "-c", SERVER_CORE, *self.sdef.argv(self.sdef.port)]
+        argv = ([] if self.sdef.core is None else ["taskset", "-c", self.sdef.core]) + self.sdef.argv(self.sdef.port)
         log = open(self.log_path, "ab")
         log.write(f"\n--- {dt.datetime.now().isoformat()} {' '.join(argv)}\n".encode())
         log.flush()
-        env = dict(os.environ, NODE_PATH=str(PEERS / "node_modules"))
+        env = dict(os.environ, NODE_PATH=str(self.sdef.node_path))
         self.proc = subprocess.Popen(argv, cwd=BENCH.parent, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         log.close()
@@ -252,14 +255,21 @@ def build_loadgen() -> Path:
 
 
 class LoadGen:
-    """A running generator on core 1; JSON lines out, "run RATE SECS" / "quit" commands in."""
+    """A running generator on core 1; JSON lines out, "run RATE SECS" / "quit" commands in.
 
-    def __init__(self, exe: Path, sdef: ServerDef, mode: str, route: str, **opts: Any) -> None:
+    ports (default: sdef.port) spreads the clients over several servers, client i on ports[i % n];
+    core None leaves the generator to the scheduler.
+    """
+
+    def __init__(self, exe: Path, sdef: ServerDef, mode: str, route: str, *, ports: list[int] | None = None,
+                 core: str | None = LOADGEN_CORE, **opts: Any) -> None:
         path, query = sdef.route(route)
-        argv = ["taskset", "-c", LOADGEN_CORE, str(exe), "--mode", mode, "--proto", sdef.proto,
-                "--port", str(sdef.port), "--path", path, "--query", query]
+        argv = ([] if core is None else ["taskset", "-c", core]) + [
+            str(exe), "--mode", mode, "--proto", sdef.proto, "--port", ",".join(map(str, ports or [sdef.port])),
+            "--path", path, "--query", query]
         for k, v in opts.items():
             argv += [f"--{k.replace('_', '-')}", str(v)]
+        self.argv = argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: list[dict[str, Any]] = []
 
@@ -341,29 +351,41 @@ def scenario_fanout(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
                 steps.append(s)
                 return s["ok"]
 
-            good, bad, rate = 0.0, 0.0, 1000.0
-            while True:
-                if trial(rate):
-                    good = rate
-                    if bad or rate >= 256000:
-                        break
-                    rate *= 2
-                else:
-                    bad = rate
-                    if good or rate <= 25:
-                        break
-                    rate /= 2
-            while good and bad and bad / good > tol:
-                mid = (good + bad) / 2
-                if trial(mid):
-                    good = mid
-                else:
-                    bad = mid
+            good = find_max_rate(trial, 1000.0, 25.0, tol)
             at70 = lg.run(0.7 * good, secs * 2) if good else None
         finally:
             lg.close()
-    best = max((s for s in steps if s["ok"]), key=lambda s: s["offered_rate"], default=None)
     ctx.fanout_max[sdef.name] = good
+    return fanout_result(good, steps, at70)
+
+
+def find_max_rate(trial: Callable[[float], bool], start: float, floor: float, tol: float) -> float:
+    """Highest rate at which trial(rate) passes: double from start until a step fails (or halve until
+    one passes, giving up at floor), then bisect until failing / passing <= tol. 0 if none passed."""
+    good, bad, rate = 0.0, 0.0, start
+    while True:
+        if trial(rate):
+            good = rate
+            if bad or rate >= 256000:
+                break
+            rate *= 2
+        else:
+            bad = rate
+            if good or rate <= floor:
+                break
+            rate /= 2
+    while good and bad and bad / good > tol:
+        mid = (good + bad) / 2
+        if trial(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def fanout_result(good: float, steps: list[dict[str, Any]], at70: dict[str, Any] | None) -> dict[str, Any]:
+    """The fan-out record: the maximum, its best passing step, the 70 % run and every step."""
+    best = max((s for s in steps if s["ok"]), key=lambda s: s["offered_rate"], default=None)
     return {"max_rate": good, "max_deliveries_per_s": best["deliveries_per_s"] if best else 0,
             "max_step": best, "at70": at70, "steps": steps}
 
@@ -521,11 +543,14 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
     def cell(name: str, scen: str) -> Any:
         return results.get(name, {}).get(scen)
 
-    def skipped(name: str, scen: str, ncols: int) -> str | None:
-        r = cell(name, scen)
-        if isinstance(r, str):
-            return f"| {name} | {r} |" + " |" * (ncols - 2)
-        return None
+    def rows(scen: str, ncols: int) -> Iterator[tuple[str, Any]]:
+        """(server, result) of each server that ran scen; a skipped or failed one gets its reason as a row."""
+        for name in servers:
+            r = cell(name, scen)
+            if isinstance(r, str):
+                md.append(f"| {name} | {r} |" + " |" * (ncols - 2))
+            elif r is not None:
+                yield name, r
 
     if "fanout" in scenarios:
         bun = cell("bun", "fanout")
@@ -536,11 +561,7 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
                "| server | max msgs/s sent | max deliveries/s | x Bun | p99 at max | gen CPU at max "
                "| deliveries/s at 70 % | p50 at 70 % | p99 at 70 % |",
                "|---|---|---|---|---|---|---|---|---|"]
-        for name in servers:
-            if (row := skipped(name, "fanout", 9)) or cell(name, "fanout") is None:
-                md += [row] if row else []
-                continue
-            r = cell(name, "fanout")
+        for name, r in rows("fanout", 9):
             m, a = r["max_step"] or {}, r["at70"] or {}
             md.append(f"| {name} | {fmt(r['max_rate'])} | {fmt(r['max_deliveries_per_s'])} | "
                       f"{ratio(r['max_deliveries_per_s'], ref)} | {fmt(m.get('p99_ms'), 1)} ms | "
@@ -552,11 +573,7 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
         ref = bun["messages_per_s"] if isinstance(bun, dict) else None
         md += ["## Echo: 100 connections, closed loop", "",
                "| server | messages/s | x Bun | p50 | p99 | gen CPU |", "|---|---|---|---|---|---|"]
-        for name in servers:
-            if (row := skipped(name, "echo", 6)) or cell(name, "echo") is None:
-                md += [row] if row else []
-                continue
-            r = cell(name, "echo")
+        for name, r in rows("echo", 6):
             md.append(f"| {name} | {fmt(r['messages_per_s'])} | {ratio(r['messages_per_s'], ref)} | "
                       f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {gen_flag(r['gen_cpu_frac'])} |")
         md.append("")
@@ -566,11 +583,8 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
                "RSS of the server's process tree after minus before, divided by the connections held.", "",
                "| server | connections | KiB per conn | x Bun (less is better) | handshakes/s | x Bun |",
                "|---|---|---|---|---|---|"]
-        for name in servers:
-            if (row := skipped(name, "idle", 6)) or cell(name, "idle") is None:
-                md += [row] if row else []
-                continue
-            for i, r in enumerate(cell(name, "idle")):
+        for name, res in rows("idle", 6):
+            for i, r in enumerate(res):
                 b = bun[i] if isinstance(bun, list) and len(bun) > i else {}
                 conns = f"{r['established']:,}" + (f" (of {r['wanted']:,}: capped)" if r["capped"] else "")
                 if r["failed"]:
@@ -588,11 +602,7 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
                "| server | offered msgs/s | readers' deliveries/s | p99 | lost | slow clients closed by server "
                "| RSS start / mid / end MiB | 2nd-half growth KiB/s |",
                "|---|---|---|---|---|---|---|---|"]
-        for name in servers:
-            if (row := skipped(name, "slow", 8)) or cell(name, "slow") is None:
-                md += [row] if row else []
-                continue
-            r = cell(name, "slow")
+        for name, r in rows("slow", 8):
             s = r["step"]
             md.append(f"| {name} | {fmt(r['rate'])} | {fmt(s['deliveries_per_s'])} | {s['p99_ms']:.2f} ms | "
                       f"{s['lost']:,} | {s['slow_closed']} | {r['rss_start_kib'] / 1024:.1f} / "
@@ -605,11 +615,7 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
         md += ["## Churn: connect / join / close cycles on /ws/chat (100 in flight)", "",
                "| server | cycles | failed | cycles/s | x Bun | RSS before MiB | RSS after MiB |",
                "|---|---|---|---|---|---|---|"]
-        for name in servers:
-            if (row := skipped(name, "churn", 7)) or cell(name, "churn") is None:
-                md += [row] if row else []
-                continue
-            r = cell(name, "churn")
+        for name, r in rows("churn", 7):
             md.append(f"| {name} | {r['cycles']:,} | {r['failed']:,} | {fmt(r['cycles_per_s'])} | "
                       f"{ratio(r['cycles_per_s'], ref)} | {r['rss_before_kib'] / 1024:.1f} | "
                       f"{r['rss_after_kib'] / 1024:.1f} |")
@@ -676,6 +682,7 @@ def main() -> int:
     for s in servers:
         if s not in SERVER_DEFS:
             ap.error(f"unknown server {s}")
+    signal.signal(signal.SIGTERM, on_signal)
     raise_nofile()
     RESULTS.mkdir(exist_ok=True)
     log_dir = RESULTS / "logs"
@@ -721,17 +728,30 @@ def main() -> int:
                 r = f"error: {type(e).__name__}: {e}"
                 print(r, flush=True)
             results[name][scen] = r
+            write_report(args.out, results, servers, scenarios, t_all, contention, partial=True)
+    md = write_report(args.out, results, servers, scenarios, t_all, contention, partial=False)
+    print("\n" + md)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def write_report(out_path: str, results: dict[str, dict[str, Any]], servers: list[str], scenarios: list[str],
+                 t_all: float, contention: list[str], partial: bool) -> str:
+    """Write the markdown and JSON; called after every scenario so an interrupted run leaves a report."""
     meta = machine_meta(sys.argv, servers)
-    meta["total run time"] = f"{time.monotonic() - t_all:.0f} s"
+    meta["total run time"] = f"{time.monotonic() - t_all:.0f} s" + (" (run still in progress or interrupted)" if partial else "")
     meta["other load on the machine"] = "; ".join(contention) if contention else "none seen at the start of any scenario"
     md = render(results, servers, scenarios, meta)
-    out = Path(args.out)
+    out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md + "\n")
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    print("\n" + md)
-    print(f"\nwritten: {out}")
-    return 0
+    return md
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """SIGTERM behaves like Ctrl-C, so the running server and generator are stopped on the way out."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 One room of 200 clients split evenly across the nodes (client i connects to node i % nodes), 10 of
 them sending 64-byte messages (5 per node); every message goes to the 199 others, most of them on
 the other node, so nearly every delivery crosses Redis. The same C generator
-(`loadgen_multi.c`, one process, one clock) drives every configuration and reports its own CPU.
+(bench/loadgen/loadgen.c with a `--port` list, one process, one clock) drives every configuration
+and reports its own CPU.
 
-    python bench/cluster/run.py [--quick] [--configs diesel-1,diesel-2,socketio-2,socketio-1]
+    python bench/cluster/run.py [--quick] [--configs diesel-1,diesel-2,socketio-2,socketio-1] [--out FILE]
 
 Configurations: `diesel-1` is one dieselengine node without `--cluster` (the single-node figure the
 cluster is compared with), `diesel-2` two `--cluster` nodes, `socketio-2` two Socket.IO nodes on
@@ -15,39 +16,41 @@ a 1-node server on core 0 and the generator on core 1 (as in bench/run.py); 2-no
 core, the generator and redis-server left to the scheduler (the same for both products).
 
 Method (as bench/run.py's fan-out): the highest offered send rate delivered in full with
-p99 < 50 ms, found by doubling then bisection, then a run at 70 % of it for p50/p99.
-Writes bench/cluster/RESULTS.md and bench/cluster/results.json; requires redis-server, node, cc,
-and `npm install --prefix bench/cluster` (done automatically when missing).
+p99 < 50 ms, found by doubling then bisection, then a run at 70 % of it for p50/p99; the generator,
+the server processes, the pass test and the search are bench/run.py's. Writes
+bench/cluster/results/latest.md and latest.json (the committed RESULTS.md is written by hand from
+one of them); requires redis-server, node, cc, and `npm install --prefix bench/cluster` (done
+automatically when missing).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE.parent))
+import run as bench  # noqa: E402  bench/run.py: load generator, server processes, fan-out search
+
 LOGS = HERE / "logs"
+RESULTS = HERE / "results"
+NODE_MODULES = HERE / "node_modules"
 CHAT_PY = ROOT / "bench" / "servers" / "diesel_py"
 CONNS, SENDERS = 200, 10
-P99_LIMIT_MS = 50.0
 ALL_CONFIGS = ["diesel-1", "diesel-2", "socketio-2", "socketio-1"]
-SIO_QUERY = "?EIO=4&transport=websocket&route=chat"
 
 
 def free_port() -> int:
@@ -56,16 +59,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_loadgen() -> Path:
-    src, out = HERE / "loadgen_multi.c", CACHE / "loadgen_multi"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        CACHE.mkdir(exist_ok=True)
-        subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
-    return out
-
-
 def need_node_modules() -> None:
-    mods = HERE / "node_modules"
+    mods = NODE_MODULES
     if not ((mods / "socket.io").exists() and (mods / "@socket.io" / "redis-adapter").exists()
             and (mods / "redis").exists()):
         subprocess.run(["npm", "install", "--prefix", str(HERE), "--no-audit", "--no-fund"], check=True)
@@ -76,146 +71,28 @@ def diesel_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "dieselengine"]
 
 
-class Proc:
-    """A subprocess in its own session, pinned with taskset when `core` is given."""
-
-    def __init__(self, name: str, argv: list[str], core: str | None = None) -> None:
-        LOGS.mkdir(exist_ok=True)
-        self.name = name
-        self.log = LOGS / f"{name}.log"
-        full = (["taskset", "-c", core] if core is not None else []) + argv
-        with open(self.log, "ab") as log:
-            log.write(f"\n--- {dt.datetime.now().isoformat()} {' '.join(full)}\n".encode())
-            log.flush()
-            env = dict(os.environ, NODE_PATH=str(HERE / "node_modules"))
-            self.proc = subprocess.Popen(full, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(5)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def wait_http(port: int, proc: Proc, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited at start; see {proc.log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not ready; see {proc.log}")
-
-
-def start_redis() -> tuple[Proc, str]:
+def redis_def() -> bench.ServerDef:
+    """redis-server on a free port, left to the scheduler; ready when the port accepts."""
     exe = shutil.which("redis-server")
     if not exe:
         sys.exit("redis-server not found (apt-get install redis-server)")
-    port = free_port()
-    proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    return bench.ServerDef("redis", lambda p: [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                                               "--appendonly", "no"], port=free_port(), core=None)
 
 
-def start_config(config: str, redis_url: str) -> tuple[list[Proc], list[int], str]:
-    """Start the servers of a configuration; returns (processes, ports, generator protocol)."""
+def node_defs(config: str, redis_url: str) -> list[bench.ServerDef]:
+    """The servers of a configuration, node i on core i, each on a free port."""
     product, nodes = config.rsplit("-", 1)
     count = int(nodes)
-    cores: list[str | None] = ["0"] if count == 1 else ["0", "1"]
-    procs, ports = [], []
-    for i in range(count):
-        port = free_port()
-        if product == "diesel":
-            argv = diesel_cmd() + ["serve", str(CHAT_PY), "--host", "127.0.0.1", "--port", str(port)]
-            if count > 1:
-                argv += ["--cluster", redis_url + "/0", "--cluster-prefix", f"bench{os.getpid()}"]
-        else:
-            argv = ["node", str(HERE / "socketio_cluster.js" if count > 1 else ROOT / "bench/servers/socketio.js"),
-                    str(port)] + ([redis_url] if count > 1 else [])
-        proc = Proc(f"{config}-{i}", argv, cores[i])
-        procs.append(proc)
-        ports.append(port)
-    for proc, port in zip(procs, ports):
-        if product == "diesel":
-            wait_http(port, proc)
-        else:
-            wait_tcp(port, proc)
-    return procs, ports, "ws" if product == "diesel" else "sio"
-
-
-def wait_tcp(port: int, proc: Proc, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited at start; see {proc.log}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not ready; see {proc.log}")
-
-
-class LoadGen:
-    def __init__(self, exe: Path, ports: list[int], proto: str, core: str | None) -> None:
-        path, query = ("/socket.io/", SIO_QUERY) if proto == "sio" else ("/ws/chat", "")
-        argv = ([] if core is None else ["taskset", "-c", core]) + [
-            str(exe), "--mode", "fanout", "--proto", proto, "--port", ",".join(map(str, ports)),
-            "--path", path, "--query", query, "--conns", str(CONNS), "--senders", str(SENDERS)]
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-
-    def read(self, timeout: float) -> dict[str, Any]:
-        box: list[str] = []
-        thread = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        thread.start()
-        thread.join(timeout)
-        if not box or not box[0]:
-            self.proc.kill()
-            raise RuntimeError("load generator gave no result")
-        return json.loads(box[0])
-
-    def run(self, rate: float, secs: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"run {rate:.1f} {secs}\n")
-        self.proc.stdin.flush()
-        return self.read(secs + 40)
-
-    def close(self) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-
-
-def step_ok(s: dict[str, Any], rate: float) -> bool:
-    return (s["lost"] == 0 and s["received"] > 0 and s["sent_rate"] >= 0.97 * rate
-            and 0 <= s["p99_ms"] < P99_LIMIT_MS and s["dropped"] == 0)
+    if product == "diesel":
+        cluster = ["--cluster", redis_url + "/0", "--cluster-prefix", f"bench{os.getpid()}"] if count > 1 else []
+        argv = lambda p: diesel_cmd() + ["serve", str(CHAT_PY), "--host", "127.0.0.1", "--port", str(p)] + cluster
+    else:
+        script = HERE / "socketio_cluster.js" if count > 1 else ROOT / "bench/servers/socketio.js"
+        argv = lambda p: ["node", str(script), str(p)] + ([redis_url] if count > 1 else [])
+    proto, health = ("ws", "http") if product == "diesel" else ("sio", "tcp")
+    return [bench.ServerDef(f"{config}-{i}", argv, proto=proto, health=health, port=free_port(), core=str(i),
+                            node_path=NODE_MODULES) for i in range(count)]
 
 
 def cpu_ticks(pids: list[int]) -> float:
@@ -232,11 +109,12 @@ def cpu_ticks(pids: list[int]) -> float:
 
 def measure(config: str, exe: Path, redis_url: str, redis_pid: int, quick: bool) -> dict[str, Any]:
     secs, tol = (1.0, 1.25) if quick else (2.5, 1.10)
-    procs, ports, proto = start_config(config, redis_url)
+    defs = node_defs(config, redis_url)
     steps: list[dict[str, Any]] = []
-    try:
-        time.sleep(0.3)
-        lg = LoadGen(exe, ports, proto, "1" if len(ports) == 1 else None)
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(bench.Server(d, LOGS)) for d in defs]
+        lg = bench.LoadGen(exe, defs[0], "fanout", "chat", ports=[d.port for d in defs],
+                           core=bench.LOADGEN_CORE if len(defs) == 1 else None, conns=CONNS, senders=SENDERS)
         try:
             conn = lg.read(60)
             if conn["established"] < CONNS:
@@ -245,46 +123,24 @@ def measure(config: str, exe: Path, redis_url: str, redis_pid: int, quick: bool)
             lg.run(200, 1.0)  # warm-up, not judged
 
             def trial(rate: float) -> bool:
-                pids = [p.proc.pid for p in procs] + [redis_pid]
+                pids = [p.pid for p in procs] + [redis_pid]
                 before = {pid: cpu_ticks([pid]) for pid in pids}
                 s = lg.run(rate, secs)
                 s["cpu_s"] = {name: round(cpu_ticks([pid]) - before[pid], 2)
-                              for name, pid in zip([p.name for p in procs] + ["redis"], pids)}
-                s["ok"] = step_ok(s, rate)
+                              for name, pid in zip([d.name for d in defs] + ["redis"], pids)}
+                s["ok"] = bench.step_ok(s, rate)
                 steps.append(s)
                 print(f"  {config}: offered {rate:>9.0f}/s  deliveries/s {s['deliveries_per_s']:>11,.0f}  "
                       f"lost {s['lost']:>7}  p99 {s['p99_ms']:>8.2f} ms  gen cpu {s['gen_cpu_frac']:.0%}  "
                       f"{'ok' if s['ok'] else 'FAIL'}", flush=True)
                 return s["ok"]
 
-            good, bad, rate = 0.0, 0.0, 500.0
-            while True:
-                if trial(rate):
-                    good = rate
-                    if bad or rate >= 256000:
-                        break
-                    rate *= 2
-                else:
-                    bad = rate
-                    if good or rate <= 10:
-                        break
-                    rate /= 2
-            while good and bad and bad / good > tol:
-                mid = (good + bad) / 2
-                if trial(mid):
-                    good = mid
-                else:
-                    bad = mid
+            good = bench.find_max_rate(trial, 500.0, 10.0, tol)
             at70 = lg.run(0.7 * good, secs * 2) if good else None
             generator = shlex.join(lg.argv)
         finally:
             lg.close()
-    finally:
-        for proc in procs:
-            proc.stop()
-    best = max((s for s in steps if s["ok"]), key=lambda s: s["offered_rate"], default=None)
-    return {"config": config, "max_rate": good, "max_deliveries_per_s": best["deliveries_per_s"] if best else 0,
-            "max_step": best, "at70": at70, "steps": steps, "generator": generator}
+    return {"config": config, **bench.fanout_result(good, steps, at70), "generator": generator}
 
 
 def machine() -> dict[str, str]:
@@ -321,7 +177,7 @@ def report(results: list[dict[str, Any]], command: str, started: float) -> str:
         f"Scenario: one room of {CONNS} clients split evenly across the nodes (client i on node i % n), "
         f"{SENDERS} of them sending 64-byte messages (half on each node); each message goes to the "
         f"{CONNS - 1} others. Loopback only (127.0.0.x). Max = highest offered rate delivered in full "
-        f"with p99 < {P99_LIMIT_MS:.0f} ms (doubling, then bisection); then a run at 70 % of it.", "",
+        f"with p99 < {bench.P99_LIMIT_MS:.0f} ms (doubling, then bisection); then a run at 70 % of it.", "",
         "Placement (2 cores): 1 node on core 0 with the generator on core 1; 2 nodes on cores 0 and 1, "
         "generator and redis-server scheduled freely. Gen CPU = the generator's CPU / wall time.", "",
         "| configuration | max msgs/s sent | max deliveries/s | p99 at max | gen CPU at max | "
@@ -359,25 +215,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(ALL_CONFIGS))
     parser.add_argument("--quick", action="store_true", help="1 s steps, coarser bisection")
+    parser.add_argument("--out", default=str(RESULTS / "latest.md"), help="report (and .json beside it)")
     args = parser.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     started = time.monotonic()
-    exe = build_loadgen()
+    exe = bench.build_loadgen()
     if any(c.startswith("socketio") for c in configs):
         need_node_modules()
-    redis, url = start_redis()
+    LOGS.mkdir(exist_ok=True)
     results = []
-    try:
+    with bench.Server(redis_def(), LOGS) as redis:
+        url = f"redis://127.0.0.1:{redis.sdef.port}"
         for config in configs:
             print(f"{config}:", flush=True)
-            results.append(measure(config, exe, url, redis.proc.pid, args.quick))
-    finally:
-        redis.stop()
+            results.append(measure(config, exe, url, redis.pid, args.quick))
     command = "python bench/cluster/run.py " + " ".join(sys.argv[1:])
-    (HERE / "results.json").write_text(json.dumps(results, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     text = report(results, command.strip(), started)
-    (HERE / "RESULTS.md").write_text(text)
+    out.write_text(text)
     print(text)
+    print(f"written: {out}")
     return 0
 
 

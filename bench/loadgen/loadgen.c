@@ -16,6 +16,9 @@
  *           them (answering pings) until "quit" on stdin.
  *   churn   --cycles connect / handshake / close cycles, --conc at a time.
  * --proto sio speaks Engine.IO v4 + Socket.IO over the websocket transport instead of raw frames.
+ * --port takes one port or a comma-separated list of up to 16 (cross-node runs, bench/cluster): client i
+ * connects to port i % count, so one generator (one clock, one delivery count) drives clients split
+ * across nodes; senders are clients 0..K-1, so they alternate between the ports too.
  *
  * Message payload (--size bytes, default 64, ASCII): "#M" sender(5) step(4) seq(10) monotonic-ns(20) then 'x'.
  * Sender and receiver share CLOCK_MONOTONIC (one process), so latency = receive - send time.
@@ -60,7 +63,7 @@ typedef struct conn {
 
 /* ---- options ---- */
 static int mode = M_FANOUT, proto_sio = 0, nconns = 200, nsenders = 10, conc = 200, nsrcs = 16;
-static int port = 8080, cycles = 10000, payload = 64;
+static int ports[16] = {8080}, nports = 1, cycles = 10000, payload = 64;
 static double slow_frac = 0.0, duration = 5.0, warmup = 1.0, hs_timeout = 10.0;
 static const char *host = "127.0.0.1", *path = "/ws/chat", *query = "";
 
@@ -373,7 +376,7 @@ static void on_writable(conn *c) {
         int n = snprintf(req, sizeof req,
                          "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                         path, query, host, port);
+                         path, query, host, ports[c->idx % nports]);
         ensure(&c->out, &c->outcap, c->outlen + (size_t)n);
         memcpy(c->out + c->outlen, req, (size_t)n);
         c->outlen += (size_t)n;
@@ -393,7 +396,7 @@ static void launch(int slot) {
     struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
     src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(started % nsrcs));
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) { close(fd); failed++; started++; return; }
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ports[slot % nports])};
     inet_pton(AF_INET, host, &dst.sin_addr);
     started++;
     if (!first_connect_ns) first_connect_ns = now_ns();
@@ -582,7 +585,7 @@ static void run_echo(void) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --mode fanout|echo|idle|churn [--proto ws|sio] [--host H] [--port P] [--path /ws/chat]\n"
+            "usage: loadgen --mode fanout|echo|idle|churn [--proto ws|sio] [--host H] [--port P[,P2...]] [--path /ws/chat]\n"
             "  [--query '&k=v'] [--size BYTES] [--conns N] [--senders K] [--slow-frac F] [--conc C] [--srcs S] [--cycles N]\n"
             "  [--duration S] [--warmup S] [--timeout S]\n");
     exit(2);
@@ -604,7 +607,11 @@ int main(int argc, char **argv) {
             break;
         case 'P': proto_sio = !strcmp(optarg, "sio"); break;
         case 'h': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
+        case 'p':
+            nports = 0;
+            for (char *tok = strtok(optarg, ","); tok && nports < 16; tok = strtok(NULL, ",")) ports[nports++] = atoi(tok);
+            if (!nports) usage();
+            break;
         case 'u': path = optarg; break;
         case 'q': query = optarg; break;
         case 'n': nconns = atoi(optarg); break;
