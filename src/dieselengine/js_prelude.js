@@ -8,7 +8,8 @@
 // synchronously (room member counts, the session's own data) are mirrored into this context.
 //
 // The common cases do not go through JSON: a hook whose only effect is one broadcast or one send
-// by its own session returns an int (the payload is the incoming message) or "code:payload".
+// by its own session returns an int (the payload is the incoming message) or
+// "code * 2**32 + length:text" (see short()).
 (function () {
 "use strict";
 
@@ -39,6 +40,7 @@ const modules = new Map();       // module id -> namespace object
 let flags = 0;                   // S_JOBS when promise jobs may have been queued
 let curH = -1;                   // handle of the session whose hook is running
 let curMsg = NONE;               // the text message of the running onMessage (its synchronous part)
+let lastShort = "";              // the text of the last "code:text" result (see short())
 
 // Promise jobs queued by `.then` must run right after the handler returns, as in any JS host.
 Object.defineProperty(Promise.prototype, "then", {
@@ -123,7 +125,7 @@ class WebSocketSession {
 
   getParameter(name) {
     let p = this.#params;
-    if (p === null) p = this.#params = this.#query ? parse(this.#query) : {};
+    if (p === null) { p = this.#params = this.#query ? parse(this.#query) : {}; this.#query = null; }
     name = String(name);
     return hasOwn(p, name) ? p[name] : null;
   }
@@ -162,6 +164,8 @@ class WebSocketSession {
     this.#roomName = name;
     return this.#room = new WebSocketRoom(this, name);
   }
+
+  toJSON() { return { id: this.#id }; }
 
   get [Symbol.toStringTag]() { return "WebSocketSession"; }
 
@@ -232,8 +236,33 @@ class WebSocketSession {
 
     callMessage = (s, m, sync) => {
       if (sync !== null) applySync(sync);
-      curH = s.#h; curMsg = m;
-      return finish(hooks.onMessage(s, m));
+      const h = curH = s.#h;
+      curMsg = m;
+      const r = hooks.onMessage(s, m);
+      // The two commonest cases inline (finish() has them all): one broadcast of the message
+      // itself (a relay) or of a new text (the seed's chat), to a room that has an id.
+      if (r === undefined && flags === 0 && OUT[1] === h) {
+        const n = OUT.length;
+        if (n === 4 && OUT[0] === OP_BCAST_MSG) {
+          const id = roomIds.get(OUT[2]);
+          if (id !== undefined) {
+            const code = (id << 2) | (OUT[3] ? K_EXCEPT : K_BCAST);
+            OUT.length = 0;
+            curMsg = NONE;
+            return code;
+          }
+        } else if (n === 5 && OUT[0] === OP_BCAST) {
+          const id = roomIds.get(OUT[2]);
+          if (id !== undefined) {
+            const p = lastShort = OUT[3];
+            const code = (id << 2) | (OUT[4] ? K_EXCEPT : K_BCAST);
+            OUT.length = 0;
+            curMsg = NONE;
+            return (code * 4294967296 + p.length + ":" + p).toWellFormed();
+          }
+        }
+      }
+      return finish(r);
     };
 
     callMessageBinary = (s, data, sync) => {
@@ -328,7 +357,6 @@ function finish(r) {
 // a U+0000 arrives cut short: the Python side compares the length and then asks for it as JSON
 // (`refetch`). toWellFormed() replaces lone surrogates and flattens a rope (which the binding
 // cannot convert).
-let lastShort = "";
 function short(code, p) {
   OUT.length = 0;
   lastShort = p;

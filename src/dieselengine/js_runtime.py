@@ -12,8 +12,10 @@ What a script must read synchronously is mirrored into the context: the session'
 data and attributes live there, and room member counts are pushed in before a call whenever
 they changed (`Hub.count_listeners`), while a script's own joins and leaves update its mirror at
 once. The outbox comes back as JSON in general; the commonest hooks (one broadcast or one send
-by the calling session) come back as an int or a short string, which is what keeps a relay call
-near the cost of the engine's own entry (one `clock()` for the time limit).
+by the calling session) come back as an int or a "code:text" string, which keeps a relay call
+near the cost of entering the engine at all. The CPU-time limit is enforced by an interrupt
+handler rather than by the binding's `set_time_limit`, which reads the CPU clock on every entry
+(see "the CPU-time limit" below).
 
 Modules. quickjs-ng's Python binding has no module loader, so imports and exports are rewritten
 before evaluation: `import {a} from "./_util.js"` becomes a lookup of the already evaluated helper's
@@ -26,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
+import itertools
 import json
 import logging
 import re
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -61,6 +66,8 @@ K_BCAST, K_EXCEPT, K_SEND = 1, 2, 3
 S_PROMISE, S_JOBS = 1, 2
 #: Promise jobs run in one go before the rest wait for the next loop iteration.
 _MAX_JOBS = 10000
+#: Room counts a script may have pending before they are pushed into its context unasked.
+_MAX_DIRTY = 4096
 
 
 class JsError(Exception):
@@ -296,19 +303,16 @@ class _Rewriter:
             return i + 1
         return i
 
-    def specifier(self, i: int) -> str:
+    def specifier(self, i: int) -> tuple[str, str]:
+        """(resolved module id, specifier as written) of the string token at i."""
         tok = self.tok(i)
         if tok.kind != "str":
             raise self.error(tok, "SyntaxError: expected a module specifier string")
-        try:
-            spec = json.loads('"' + tok.value[1:-1].replace('"', '\\"') + '"') if tok.value[0] == "'" \
-                else json.loads(tok.value)
-        except ValueError:
-            spec = tok.value[1:-1]
+        spec = tok.value[1:-1]
         after = self.toks[i + 1] if i + 1 < len(self.toks) else None
         if after is not None and after.value in ("with", "assert") and not after.newline:
             raise self.error(after, "SyntaxError: import attributes are not supported")
-        return self.resolve(spec, tok)
+        return self.resolve(spec, tok), spec
 
     def run(self) -> str:
         toks = self.toks
@@ -335,22 +339,21 @@ class _Rewriter:
     # -- import ----------------------------------------------------------------------------------
 
     def import_(self, i: int) -> int:
+        """`import ... from "spec"` -> `const {...} = __diesel_import__(id, spec, [names])`."""
         start = self.toks[i].start
         j = i + 1
-        tok = self.tok(j)
-        if tok.kind == "str":
-            dep = self.specifier(j)
+        if self.tok(j).kind == "str":  # import "./x.js";
+            dep, spec = self.specifier(j)
             end = self.statement_end(j + 1)
-            self.replace(start, self.toks[end - 1].end, f"__diesel_import__({_js_string(dep)}, {_js_string(dep)}, []);")
+            self.replace(start, self.toks[end - 1].end,
+                         f"__diesel_import__({_js_string(dep)}, {_js_string(spec)}, []);")
             return end
         default = namespace = None
         named: list[tuple[str, str]] = []  # (imported, local)
-        if tok.kind == "id" and tok.value != "from" or (tok.value == "from" and self.tok(j + 1).value in (",", "from")):
-            if tok.value not in ("*",) and tok.kind == "id" and self.tok(j + 1).value in (",", "from"):
-                default = tok.value
-                j += 1
-                if self.tok(j).value == ",":
-                    j += 1
+        tok = self.tok(j)
+        if tok.kind == "id" and self.tok(j + 1).value in (",", "from"):
+            default = tok.value
+            j += 2 if self.tok(j + 1).value == "," else 1
         tok = self.tok(j)
         if tok.value == "*":
             j = self.expect(j + 1, "as")
@@ -365,18 +368,16 @@ class _Rewriter:
                 if self.tok(j).value == "as":
                     local = self.tok(j + 1).value
                     j += 2
-                name = json.loads(imported.value) if imported.kind == "str" and imported.value[0] == '"' \
-                    else imported.value.strip("'")
+                name = imported.value[1:-1] if imported.kind == "str" else imported.value
                 named.append((name, local))
                 if self.tok(j).value == ",":
                     j += 1
             j += 1
         j = self.expect(j, "from")
-        spec_tok = self.tok(j)
-        dep = self.specifier(j)
+        dep, spec = self.specifier(j)
         end = self.statement_end(j + 1)
         needed = [name for name, _ in named] + (["default"] if default else [])
-        call = f"__diesel_import__({_js_string(dep)}, {_js_string(dep)}, {json.dumps(needed)})"
+        call = f"__diesel_import__({_js_string(dep)}, {_js_string(spec)}, {json.dumps(needed)})"
         parts = [f"{_js_string(name)}: {local}" for name, local in named]
         if default:
             parts.insert(0, f"default: {default}")
@@ -386,7 +387,6 @@ class _Rewriter:
             code = f"const {namespace} = {call};"
         else:
             code = f"const {{{', '.join(parts)}}} = {call};"
-        del spec_tok
         self.replace(start, self.toks[end - 1].end, code)
         return end
 
@@ -431,7 +431,7 @@ class _Rewriter:
                     k += 1
             k += 1
             if k < len(self.toks) and self.toks[k].value == "from":
-                dep = self.specifier(k + 1)
+                dep, _ = self.specifier(k + 1)
                 index = len(self.reexport_deps)
                 self.reexport_deps.append(dep)
                 for local, exported in pairs:
@@ -451,7 +451,7 @@ class _Rewriter:
                 alias = self.tok(k + 1).value
                 k += 2
             k = self.expect(k, "from")
-            dep = self.specifier(k)
+            dep, _ = self.specifier(k)
             if alias is None:
                 self.stars.append(dep)
             else:
@@ -630,8 +630,13 @@ class _HubLink:
         else:
             self.counts.pop(room, None)
         for script in self.scripts:
-            script._dirty[room] = members
+            dirty = script._dirty
+            dirty[room] = members
             script._stale = True
+            if len(dirty) == _MAX_DIRTY:
+                # A script that gets no calls while rooms churn elsewhere: push the counts now
+                # rather than let them pile up.
+                script._loop.call_soon(script._push_counts)
 
 
 _links: weakref.WeakKeyDictionary[Any, _HubLink] = weakref.WeakKeyDictionary()
@@ -651,6 +656,63 @@ def _size(n: int) -> str:
 def _fix_text(text: str) -> str:
     """Lone surrogates (JSON can carry them out of the engine) become U+FFFD, as browsers do."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+# ---- the CPU-time limit without a clock() per call -------------------------------------------------
+#
+# quickjs-ng's `set_time_limit` reads the process CPU clock at every entry into the engine: a
+# system call of about 0.5 us, a third of a short handler call. Instead, when the engine's C API is
+# reachable, each script installs a permanent interrupt handler (`JS_SetInterruptHandler`), which
+# the engine calls every 10,000 or so operations, also across calls. It compares the loop thread's
+# CPU time with what it was when it first saw the current entry (`JsScript._entries` counts them):
+# the same budget per call, give or take those 10,000 operations, at no cost per call.
+#
+# The binding does not expose the JSRuntime pointer; it is the first field after the object header
+# of its Context, which is checked with JS_GetRuntimeOpaque (the binding stores the Context there).
+# If anything does not match, the script falls back to `set_time_limit`.
+
+_INTERRUPT_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+try:
+    import _quickjs
+
+    _engine = ctypes.CDLL(_quickjs.__file__)
+    _engine.JS_GetRuntimeOpaque.restype = ctypes.c_void_p
+    _engine.JS_GetRuntimeOpaque.argtypes = [ctypes.c_void_p]
+    _engine.JS_SetInterruptHandler.restype = None
+    _engine.JS_SetInterruptHandler.argtypes = [ctypes.c_void_p, _INTERRUPT_HANDLER, ctypes.c_void_p]
+except (ImportError, OSError, AttributeError):  # pragma: no cover - another build of the binding
+    _engine = None
+
+_watched: dict[int, weakref.ref[JsScript]] = {}
+_watch_keys = itertools.count(1)
+
+
+@_INTERRUPT_HANDLER
+def _on_interrupt(rt: int, opaque: int) -> int:
+    """Runs on the loop thread inside the engine (ctypes takes the GIL back for it)."""
+    ref = _watched.get(opaque)
+    script = ref() if ref is not None else None
+    if script is None:
+        return 0
+    now = time.thread_time()
+    if script._entries != script._seen_entry:
+        script._seen_entry = script._entries
+        script._entry_cpu = now
+        return 0
+    return 1 if now - script._entry_cpu >= script._timeout else 0
+
+
+def _runtime_of(ctx: Any) -> int | None:
+    """The JSRuntime* of a quickjs.Context, verified; None if it cannot be found safely."""
+    if _engine is None:
+        return None
+    try:
+        rt = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        if rt and _engine.JS_GetRuntimeOpaque(rt) == id(ctx):
+            return rt
+    except Exception:  # pragma: no cover - defensive
+        pass
+    return None
 
 
 # ---- the script --------------------------------------------------------------------------------
@@ -677,7 +739,15 @@ class JsScript:
         self._unloaded = False
         self._jobs_scheduled = False
         self._tick_jobs = True
+        self._wants_headers = True
+        self._wants_params = True
         self._link: _HubLink | None = None
+        #: Entries into the engine, and what the interrupt handler last saw (see _on_interrupt).
+        self._entries = 0
+        self._seen_entry = -1
+        self._entry_cpu = 0.0
+        self._watch_key = 0
+        self._runtime: int | None = None
         self._ctx: Any = None
         self._api: Any = None
         self._message: Any = None
@@ -706,8 +776,14 @@ class JsScript:
         ctx = self._ctx = quickjs.Context()
         ctx.set_memory_limit(self._memory)
         ctx.set_max_stack_size(self._stack)
-        # Set once for good: the engine restarts the clock at every entry (one clock() call).
-        ctx.set_time_limit(self._timeout)
+        rt = _runtime_of(ctx)
+        if rt is not None:
+            self._runtime = rt
+            self._watch_key = next(_watch_keys)
+            _watched[self._watch_key] = weakref.ref(self)
+            _engine.JS_SetInterruptHandler(rt, _on_interrupt, self._watch_key)
+        else:
+            ctx.set_time_limit(self._timeout)  # reads the CPU clock at every entry
         api = ctx.eval(_PRELUDE)
         self._api = api
         self._new_session = api("newSession")
@@ -723,13 +799,20 @@ class JsScript:
         api("init")(json.dumps([counts, []]))
         link.scripts.append(self)
 
-        # Scripts that never mention async code need no promise-job pass once per loop iteration.
-        self._tick_jobs = any(re.search(r"\b(async|await|eval|Function|Promise|then)\b", m.source) for m in modules)
+        # Scripts that never mention async code need no promise-job pass once per loop iteration,
+        # and the handshake's headers and parameters are copied into the context only for scripts
+        # that read them (or could, through eval): an idle session costs less that way.
+        sources = [m.source for m in modules]
+        self._tick_jobs = any(re.search(r"\b(async|await|eval|Function|Promise|then)\b", s) for s in sources)
+        dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in sources)
+        self._wants_headers = dynamic or any("getHeader" in s for s in sources)
+        self._wants_params = dynamic or any("getParameter" in s for s in sources)
         settled = api("settled")
         offset = _PRELUDE_LINES + 10
         for module in modules:
             lines = module.code.count("\n") + 1
             self._lines.ranges.append((offset, lines, module.id))
+            self._entries += 1
             try:
                 promise = ctx.module("\n" * offset + module.code)
             except quickjs.JSException as exc:
@@ -737,9 +820,10 @@ class JsScript:
             probe = settled(promise)
             self._run_jobs()
             state = probe()
-            if state == "pending":
-                raise ScriptError(f"{module.path}: top-level await did not settle while loading")
             if state != "ok":
+                self._flush_after_error(None, None)  # what it logged before failing
+                if state == "pending":
+                    raise ScriptError(f"{module.path}: top-level await did not settle while loading")
                 raise ScriptError(self._load_error(state, module))
             offset += lines + 10
         try:
@@ -778,6 +862,7 @@ class JsScript:
             if self._message is None or state is None:
                 return None
             sync = self._sync() if self._stale else None
+            self._entries += 1
             try:
                 if type(message) is str:
                     result = self._message(state[0], message, sync)
@@ -795,7 +880,16 @@ class JsScript:
                     self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
                                        session if result & 3 == K_EXCEPT else None)
             elif result[0] != "[":
-                self._short(result, session)
+                # One send or broadcast of a new text: "code * 2**32 + length:text" (see _short).
+                head, _, text = result.partition(":")
+                value = int(head)
+                if len(text) != value & 0xFFFFFFFF:
+                    text = self._full_text(text, value & 0xFFFFFFFF)
+                value >>= 32
+                if value & 3 == K_SEND:
+                    session.send(text)
+                else:
+                    self.hub.broadcast(self._room_names[value >> 2], text, session if value & 3 == K_EXCEPT else None)
             else:
                 return self._result(result, session, message)
             if self._tick_jobs and not self._jobs_scheduled:
@@ -807,13 +901,8 @@ class JsScript:
 
     def _call_open(self, session: Session) -> Awaitable[object] | None:
         handle = self._next_handle = self._next_handle + 1
-        request = session.request
-        query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()}) \
-            if request.query else None
-        headers = "\n".join(f"{k}\0{v}" for k, v in request.headers.items())
         try:
-            js = self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
-                                   None, None, True)
+            js = self._js_session(session, handle, None, None, True)
         except quickjs.JSException as exc:
             raise self._failed(exc, session, None) from None
         session.runtime_state = (js, handle)
@@ -821,17 +910,31 @@ class JsScript:
         if self._open is None:
             return None
         sync = self._sync() if self._stale else None
+        self._entries += 1
         try:
             result = self._open(js, sync)
         except quickjs.JSException as exc:
             raise self._failed(exc, session, None) from None
         return self._result(result, session, None)
 
+    def _js_session(self, session: Session, handle: int, attrs: str | None, rooms: str | None, is_open: bool) -> Any:
+        """The session's object in this context: its handshake data, and on reload its attributes
+        (JSON) and rooms."""
+        request = session.request
+        query = None
+        if request.query and self._wants_params:
+            query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()})
+        headers = "\n".join(f"{k}\0{v}" for k, v in request.headers.items()) if self._wants_headers else ""
+        self._entries += 1
+        return self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
+                                 attrs, rooms, is_open)
+
     def _call_close(self, session: Session) -> Awaitable[object] | None:
         state = session.runtime_state
         if state is None:
             return None
         sync = self._sync() if self._stale else None
+        self._entries += 1
         try:
             result = self._close(state[0], sync)
         except quickjs.JSException as exc:
@@ -895,6 +998,7 @@ class JsScript:
         return error
 
     def _flush_after_error(self, session: Session | None, message: Message | None) -> None:
+        self._entries += 1
         try:
             queued = self._drain(None)
         except quickjs.JSException:
@@ -1005,6 +1109,17 @@ class JsScript:
         self._closed = []
         return text
 
+    def _push_counts(self) -> None:
+        if self._unloaded or not self._stale:
+            return
+        self._entries += 1
+        try:
+            queued = self._drain(self._sync())
+        except quickjs.JSException as exc:
+            self._log.error("internal: room counts could not be updated: %s", str(exc).splitlines()[0])
+            return
+        self._flush(queued, None, None)
+
     def _scan_closed(self) -> None:
         """Before a timer: sessions whose close started elsewhere (the client, a slow-consumer
         close, shutdown) read isOpen() false. Handler calls need no scan: the dispatcher runs no
@@ -1034,6 +1149,7 @@ class JsScript:
         if self._stale:
             self._flush(self._drain(self._sync()), None, None)
         while True:
+            self._entries += 1
             try:
                 if not ctx.execute_pending_job():
                     break
@@ -1061,6 +1177,7 @@ class JsScript:
         if self._live:
             self._scan_closed()
         sync = self._sync() if self._stale else None
+        self._entries += 1
         try:
             queued = self._fire_fn(timer_id, sync)
         except quickjs.JSException as exc:
@@ -1076,6 +1193,10 @@ class JsScript:
 
     def _describe(self, text: str) -> str:
         text = self._lines.locate(text)
+        if text.strip() == "null":
+            # The engine could not even allocate the error object: the memory limit was hit
+            # (possibly while it was throwing another error, e.g. the time limit's).
+            text = "InternalError: out of memory"
         first, _, rest = text.partition("\n")
         if first.startswith("InternalError: interrupted"):
             first += f" (the call used more than its {self._timeout:g} s of CPU time: --script-timeout)"
@@ -1120,14 +1241,9 @@ class JsScript:
                     self._log.warning("reload: the attributes of session %s are lost: %s", session.id,
                                       str(exc).splitlines()[0])
             handle = self._next_handle = self._next_handle + 1
-            request = session.request
-            query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()}) \
-                if request.query else None
-            headers = "\n".join(f"{k}\0{v}" for k, v in request.headers.items())
             rooms = json.dumps(sorted(room.name for room in session.rooms))
             try:
-                js = self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
-                                       attrs, rooms, session.is_open())
+                js = self._js_session(session, handle, attrs, rooms, session.is_open())
             except quickjs.JSException as exc:
                 self._log.error("reload: session %s cannot be carried over: %s", session.id, self._describe(str(exc)))
                 session.runtime_state = None
@@ -1148,6 +1264,10 @@ class JsScript:
         self._promises.clear()
         if self._link is not None and self in self._link.scripts:
             self._link.scripts.remove(self)
+        if self._watch_key:
+            _watched.pop(self._watch_key, None)
+            if self._runtime is not None and self._ctx is not None:
+                _engine.JS_SetInterruptHandler(self._runtime, _INTERRUPT_HANDLER(), None)
         self._live.clear()
         self._ctx = None
         self._api = self._new_session = self._export_attrs = self._drain = self._fire_fn = None
