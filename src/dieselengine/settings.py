@@ -23,7 +23,7 @@ class Settings:
     script_memory: int = 256 << 20
     script_stack: int = 1 << 20
     #: Bytes a session may have queued towards a client that does not read before it is closed (1008).
-    send_queue_size: int = 4 << 20
+    send_queue_size: int = 1 << 20
     #: Messages a session may have waiting for a busy (async) handler before reading from it pauses.
     inbox_size: int = 256
     ping_interval: float = 20.0
