@@ -34,7 +34,9 @@ const NONE = {};                 // "no incoming message": never === a script's 
 const counts = new Map();        // room -> members, mirrored from the server (+ this call's own joins)
 const roomIds = new Map();       // room -> small int known to the Python side
 let nextRoomId = 0;
-const byHandle = new Map();      // handle -> live session
+// handle -> live session; a plain object: quickjs-ng's Map costs 1.3-2.4 us per set with integer
+// keys at 10k entries, a null-prototype object 0.3 us
+const byHandle = Object.create(null);
 const hooks = { onOpen: undefined, onMessage: undefined, onClose: undefined };
 const modules = new Map();       // module id -> namespace object
 let flags = 0;                   // S_JOBS when promise jobs may have been queued
@@ -208,7 +210,7 @@ class WebSocketSession {
       if (attrs !== null) s.#attrs = new Map(Object.entries(parse(attrs)));
       if (rooms !== null) s.#rooms = new Set(parse(rooms));
       s.#open = open;
-      byHandle.set(h, s);
+      byHandle[h] = s;
       return s;
     };
 
@@ -283,13 +285,13 @@ class WebSocketSession {
       } finally {
         s.#dead = true;
         s.#rooms = null;
-        byHandle.delete(s.#h);
+        delete byHandle[s.#h];
       }
       return finish(r);
     };
 
     markClosed = (h) => {
-      const s = byHandle.get(h);
+      const s = byHandle[h];
       if (s !== undefined) s.#open = false;
     };
   }
