@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("scenario", choices=sorted(LOADS))
     parser.add_argument("--server", default="diesel-js", choices=["diesel-js", "diesel-py"])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--keep", action="store_true", help="keep the raw profile in /tmp/last_profile.raw")
     parser.add_argument("--rate", type=float, default=20_000, help="fan-out messages/s offered")
     args = parser.parse_args()
     if subprocess.run(["which", "py-spy"], capture_output=True).returncode:
@@ -85,6 +86,8 @@ def main() -> int:
         spy.wait()
         gen.kill()
         print(summarize(raw))
+        if "--keep" in sys.argv:
+            import shutil; shutil.copy(raw, "/tmp/last_profile.raw")
     return 0
 
 
