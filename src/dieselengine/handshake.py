@@ -55,18 +55,31 @@ def parse_headers(raw_headers: bytes) -> dict[str, str]:
     return headers
 
 
+def header_value(raw_headers: bytes, lowered: bytes, name: bytes) -> str | None:
+    """The first value of one header, found without parsing the others; `lowered` is CRLF +
+    `raw_headers.lower()`. Every handshake needs four headers, and only those four."""
+    found = lowered.find(b"\r\n" + name + b":")
+    if found < 0:
+        return None
+    start = found + len(name) + 1  # lowered is two bytes ahead of raw_headers
+    end = raw_headers.find(b"\r\n", start)
+    return raw_headers[start:end if end >= 0 else len(raw_headers)].strip().decode("latin-1")
+
+
 def accept_upgrade(head: RequestHead) -> bytes:
     """Validate a WebSocket upgrade (RFC 6455 section 4.2.1) and return the 101 response."""
     if head.method != b"GET":
         raise HandshakeError(405, "WebSocket upgrades use GET")
-    headers = parse_headers(head.raw_headers)
-    if headers.get("upgrade", "").lower() != "websocket":
+    raw = head.raw_headers
+    lowered = b"\r\n" + raw.lower()
+    if (header_value(raw, lowered, b"upgrade") or "").lower() != "websocket":
         raise HandshakeError(426, "this path only speaks WebSocket (Upgrade: websocket)")
-    if "upgrade" not in (token.strip().lower() for token in headers.get("connection", "").split(",")):
+    connection = header_value(raw, lowered, b"connection") or ""
+    if "upgrade" not in (token.strip().lower() for token in connection.split(",")):
         raise HandshakeError(400, "missing Connection: Upgrade")
-    if headers.get("sec-websocket-version") != "13":
+    if header_value(raw, lowered, b"sec-websocket-version") != "13":
         raise HandshakeError(426, "unsupported Sec-WebSocket-Version (13 expected)")
-    key = headers.get("sec-websocket-key", "").encode()
+    key = (header_value(raw, lowered, b"sec-websocket-key") or "").encode()
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             raise ValueError

@@ -59,7 +59,7 @@ class Server:
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        tasks = [asyncio.create_task(self._keepalive(hub))]
+        tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(context))]
         if settings.reload:
             tasks.append(asyncio.create_task(watch(router)))
         address = server.sockets[0].getsockname()
@@ -87,6 +87,12 @@ class Server:
             await asyncio.sleep(self.settings.ping_interval)
             for session in list(hub.sessions.values()):
                 session.conn.keepalive()  # type: ignore[attr-defined]
+
+    async def _handshake_deadlines(self, context: ServerContext) -> None:
+        interval = min(1.0, self.settings.handshake_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            context.drop_late_handshakes()
 
     async def _close_sessions(self, hub: Hub, dispatcher: Dispatcher) -> None:
         """Close every session with 1001, wait for the clients' replies (bounded by

@@ -49,7 +49,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
 class ServerContext:
     """What every connection of one server shares."""
 
-    __slots__ = ("dispatcher", "endpoints", "settings", "stats", "loop")
+    __slots__ = ("dispatcher", "endpoints", "settings", "stats", "loop", "handshaking")
 
     def __init__(self, dispatcher: Dispatcher, endpoints: Endpoints, settings: Settings) -> None:
         self.dispatcher = dispatcher
@@ -57,6 +57,16 @@ class ServerContext:
         self.settings = settings
         self.stats = dispatcher.stats
         self.loop = dispatcher.hub.loop
+        #: Connections still in their HTTP handshake, with their deadlines: one sweep a second
+        #: drops the late ones (cheaper than a timer per connection).
+        self.handshaking: dict[WebSocketProtocol, float] = {}
+
+    def drop_late_handshakes(self) -> None:
+        now = self.loop.time()
+        late = [protocol for protocol, deadline in self.handshaking.items() if deadline <= now]
+        for protocol in late:
+            del self.handshaking[protocol]
+            protocol.abort()
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -71,7 +81,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._state = _HANDSHAKE
         #: Bytes of an unfinished request head or frame.
         self._buffer = b""
-        #: The handshake deadline, then the close handshake's.
+        #: The close handshake's deadline, once the server started one.
         self._timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
         self._paused = False
@@ -87,7 +97,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._timer = self._ctx.loop.call_later(self._ctx.settings.handshake_timeout, transport.abort)
+        self._ctx.handshaking[self] = self._ctx.loop.time() + self._ctx.settings.handshake_timeout
 
     def data_received(self, data: bytes) -> None:
         if self._state == _OPEN or self._state == _CLOSING:
@@ -96,6 +106,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._handshake(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == _HANDSHAKE:
+            self._ctx.handshaking.pop(self, None)
         self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
@@ -180,9 +192,7 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.write(response)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._ctx.handshaking.pop(self, None)
         self._state = _OPEN
         ctx = self._ctx
         peer = transport.get_extra_info("peername")
@@ -198,6 +208,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _respond(self, response: bytes) -> None:
         """Answer a plain HTTP request (or a refused upgrade) and close."""
+        self._ctx.handshaking.pop(self, None)
         self._state = _CLOSED
         if self._transport is not None:
             self._transport.write(response)
