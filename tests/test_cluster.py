@@ -438,3 +438,102 @@ def test_workers_share_rooms(tmp_path: Path, redis: Redis, app: Path) -> None:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+# -- in-process checks of the bus internals (no server needed) -----------------------------------
+
+
+class _FakeHub:
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, bytes]] = []
+
+    def deliver_remote(self, room: str, frame: bytes) -> None:
+        self.frames.append((room, frame))
+
+    def count_changed(self, room: str) -> None:
+        pass
+
+
+def test_malformed_published_messages_are_dropped_not_fatal() -> None:
+    from dieselengine.redis_bus import _deliver_frames
+
+    node = b"N" * 8
+    small = b"\x81\x02hi"
+    medium = b"\x81\x7e\x00\x80" + b"x" * 128
+    hub = _FakeHub()
+    assert _deliver_frames(hub, "r", node + small + medium) == (2, True)  # type: ignore[arg-type]
+    assert hub.frames == [("r", small), ("r", medium)]
+    for bad in (node + small + b"\x81",             # 1 header byte
+                node + small + b"\x81\x7e\x00",     # 16-bit length cut short
+                node + small + b"\x81\x7f" + b"\x00" * 7,  # 64-bit length cut short
+                node + small + b"\x81\x05abc",      # payload cut short
+                node + small + b"\x81\x82abcdef",   # masked: not a node's frame
+                b"NNN"):                            # shorter than the origin id
+        hub = _FakeHub()
+        delivered, intact = _deliver_frames(hub, "r", bad)  # type: ignore[arg-type]
+        assert not intact, bad
+        assert delivered == (0 if bad == b"NNN" else 1)
+        assert hub.frames == ([] if bad == b"NNN" else [("r", small)])
+
+
+def test_a_room_joined_while_subscribing_is_announced_only_once_subscribed() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from dieselengine.redis_bus import RedisBus
+
+    announced: list[dict[str, int]] = []
+
+    class Pipe:
+        async def __aenter__(self) -> Pipe:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+        def publish(self, channel: bytes, message: str) -> None:
+            announced.append(json.loads(message)["c"])
+
+        def __getattr__(self, name: str) -> Callable[..., None]:
+            return lambda *args, **kwargs: None
+
+        async def execute(self) -> list[int]:
+            return [1]
+
+    class Client:
+        def pipeline(self, transaction: bool) -> Pipe:
+            return Pipe()
+
+    async def scenario() -> None:
+        bus = RedisBus(SimpleNamespace(cluster="redis://127.0.0.1:1/0", cluster_prefix="t"))  # type: ignore[arg-type]
+        subscribe_calls: list[tuple[bytes, ...]] = []
+
+        class Sub:
+            async def send_command(self, command: str, *channels: bytes) -> None:
+                assert command == "SUBSCRIBE"
+                subscribe_calls.append(channels)
+                if len(subscribe_calls) == 1:
+                    bus.local_count("late", 1)  # a session joins while Redis has not confirmed yet
+                loop = asyncio.get_running_loop()
+                for channel in channels:  # Redis confirms, a little later
+                    loop.call_soon(bus._confirm.pop(channel).set_result, None)
+
+        bus.local_count("early", 1)
+        await bus._update_subscriptions(Sub())  # type: ignore[arg-type]
+        await bus._push(Client(), full=False)  # type: ignore[arg-type]
+        assert announced == [{"early": 1}]
+        assert bus._dirty == {"late"} and bus._wake_sync.is_set()
+
+        await bus._update_subscriptions(Sub())  # type: ignore[arg-type]
+        assert subscribe_calls[1] == (b"t:room:late",)
+        await bus._push(Client(), full=False)  # type: ignore[arg-type]
+        assert announced[1] == {"late": 1}
+        assert not bus._dirty
+
+        # A full push (after reconnecting) leaves unsubscribed local rooms dirty as well.
+        bus._subscribed.discard("late")
+        await bus._push(Client(), full=True)  # type: ignore[arg-type]
+        assert announced[2] == {"early": 1}
+        assert bus._dirty == {"late"}
+
+    asyncio.run(scenario())

@@ -43,6 +43,20 @@ def test_fragmented_messages_are_reassembled(echo):
     run(main())
 
 
+def test_large_messages_arrive_whole(serve, tmp_path):
+    server = serve(write_scripts(tmp_path / "app", {"echo.py": ECHO}), "--max-message-size", "2M")
+
+    async def main():
+        async with websockets.connect(server.url("/ws/echo"), max_size=None) as ws:
+            for size in (70_000, 1_500_000):
+                payload = bytes(range(256)) * (size // 256)
+                await ws.send(payload)
+                assert await ws.recv() == payload
+            await ws.send("é" * 600_000)
+            assert await ws.recv() == "é" * 600_000
+    run(main())
+
+
 def test_utf8_split_across_fragments(echo):
     client = RawClient(echo.port, "/ws/echo")
     data = "añb".encode()

@@ -291,3 +291,19 @@ def test_send_and_broadcast_from_another_thread(life):
             assert [await a.recv() for _ in range(5)] == [f"t{i}" for i in range(5)]
             assert await b.recv() == "from a thread"
     run(main())
+
+
+def test_helpers_are_per_folder(serve, tmp_path):
+    app = write_scripts(tmp_path / "app", {
+        "a/_util.py": "NAME = 'a'\n",
+        "b/_util.py": "NAME = 'b'\n",
+        "a/x.py": "import _util\ndef on_open(session):\n    session.send(_util.NAME)\n",
+        "b/y.py": "import _util\ndef on_open(session):\n    session.send(_util.NAME)\n",
+    })
+    server = serve(app)
+
+    async def main():
+        for route, expected in (("/ws/a/x", "a"), ("/ws/b/y", "b")):
+            async with websockets.connect(server.url(route)) as ws:
+                assert await ws.recv() == expected
+    run(main())

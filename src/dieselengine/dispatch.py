@@ -2,7 +2,8 @@
 
 Order per session: `open`, each `message` in arrival order, then `close`. A hook that returns an
 awaitable (an async handler) makes the session busy; messages arriving meanwhile wait in its
-inbox (reading pauses when the inbox is full) and run when it finishes.
+inbox and run when it finishes. Reading from the client pauses while the inbox holds
+`inbox_size` messages or `max_message_size` bytes, so a slow async handler bounds its memory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Dispatcher:
         self.hub = hub
         self.stats = hub.stats
         self._inbox_size = hub.settings.inbox_size
+        self._inbox_bytes = hub.settings.max_message_size
         #: Hooks still running (async), so shutdown can wait for them.
         self.pending: set[asyncio.Future[object]] = set()
 
@@ -41,7 +43,9 @@ class Dispatcher:
             if inbox is None:
                 inbox = session.inbox = deque()
             inbox.append(message)
-            if len(inbox) == self._inbox_size:
+            session.inbox_bytes += len(message)
+            if not session.reading_paused and self._inbox_full(session):
+                session.reading_paused = True
                 session.conn.pause_reading()
             return
         self._call(session, "message", message)
@@ -85,13 +89,19 @@ class Dispatcher:
     def _drain(self, session: Session) -> None:
         inbox = session.inbox
         while inbox and not session.busy:
-            if len(inbox) == self._inbox_size:
-                session.conn.resume_reading()
             message = inbox.popleft()
+            session.inbox_bytes -= len(message)
+            if session.reading_paused and not self._inbox_full(session):
+                session.reading_paused = False
+                session.conn.resume_reading()
             if not session.server_closed:
                 self._call(session, "message", message)
         if session.ended and not session.busy:
             self._close(session)
+
+    def _inbox_full(self, session: Session) -> bool:
+        assert session.inbox is not None
+        return len(session.inbox) >= self._inbox_size or session.inbox_bytes >= self._inbox_bytes
 
     def _close(self, session: Session) -> None:
         if session.close_ran:

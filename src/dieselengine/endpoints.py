@@ -54,9 +54,12 @@ class Endpoints:
     def _static_file(self, path: str) -> Path | None:
         assert self._static is not None
         relative = unquote(path).lstrip("/") or "index.html"
-        candidate = (self._static / relative).resolve()
-        if candidate.is_dir():
-            candidate = candidate / "index.html"
-        if not candidate.is_relative_to(self._static) or not candidate.is_file():
+        try:
+            candidate = (self._static / relative).resolve()
+            if candidate.is_dir():
+                candidate = candidate / "index.html"
+            if not candidate.is_relative_to(self._static) or not candidate.is_file():
+                return None
+        except (OSError, ValueError):  # a NUL byte, a name too long for the file system
             return None
         return candidate

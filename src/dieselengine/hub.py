@@ -40,6 +40,8 @@ class Hub:
     # -- membership ------------------------------------------------------------------------------
 
     def join(self, session: Session, name: str) -> None:
+        if self.sessions.get(session.id) is not session:
+            return  # its on_close has returned (a late join from a thread or a timer)
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(name)
@@ -121,13 +123,12 @@ class Hub:
     def slow_consumer(self, session: Session) -> None:
         """A client stopped reading and its queue passed `send_queue_size`: close it with 1008.
 
-        Deferred to the next tick: this is called mid-flush, while rooms are being iterated.
-        """
+        Called mid-flush: it must not flush again (as `Session.close` would), only stop writing to
+        the session and send the close frame."""
         if session.server_closed:
             return
-        session.mark_closing()
-        session.server_closed = True
+        session.mark_closing(by_server=True)
         self.stats.slow_consumer_closes += 1
         log.warning("session %s is not reading: send queue over %d bytes, closing with 1008",
                     session.id, self.settings.send_queue_size)
-        self.loop.call_soon(session.conn.close, 1008, "send queue full")
+        session.conn.close(1008, "send queue full")

@@ -84,7 +84,6 @@ _FRAME = re.compile(r"^\s+at .*$")
 class _LineMap:
     """Modules laid out in one line space: module i has lines offset+1 .. offset+lines."""
 
-    prelude_lines: int
     ranges: list[tuple[int, int, str]] = field(default_factory=list)
 
     def where(self, line: int) -> tuple[str, int] | None:
@@ -252,7 +251,6 @@ class _Module:
     id: str  # path relative to the served folder, posix
     path: Path
     source: str
-    deps: list[str] = field(default_factory=list)
     code: str = ""
 
 
@@ -601,7 +599,6 @@ def _load_modules(path: Path, name: str) -> list[_Module]:
                     raise rewriter.error(tok, f"import {_js_string(spec)}: circular imports are not supported")
             else:
                 load(target)
-            module.deps.append(dep)
             return dep
 
         rewriter = _Rewriter(module, resolve)
@@ -620,6 +617,8 @@ class _HubLink:
     """The last known member count of every room, and the JS scripts to tell about changes."""
 
     def __init__(self, hub: Hub) -> None:
+        #: Not redundant with the hub: rooms with members only on other nodes are known here
+        #: alone (the Bus protocol cannot list them), and a script loaded later needs their counts.
         self.counts: dict[str, int] = {}
         self.scripts: list[JsScript] = []
         hub.count_listeners.append(self.changed)
@@ -726,7 +725,7 @@ class JsScript:
         self.hub = hub
         self._loop = hub.loop
         self._log = logging.getLogger("dieselengine.script." + name)
-        self._lines = _LineMap(_PRELUDE_LINES)
+        self._lines = _LineMap()
         self._live: dict[int, Session] = {}
         self._next_handle = 0
         self._room_names: list[str] = []
@@ -734,7 +733,6 @@ class JsScript:
         self._promises: dict[int, asyncio.Future[None]] = {}
         self._dirty: dict[str, int] = {}
         self._closed: list[int] = []
-        self._reported_closed: set[int] = set()
         self._stale = False
         self._unloaded = False
         self._jobs_scheduled = False
@@ -880,20 +878,10 @@ class JsScript:
                     self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
                                        session if result & 3 == K_EXCEPT else None)
             elif result[0] != "[":
-                # One send or broadcast of a new text: "code * 2**32 + length:text" (see _short).
-                head, _, text = result.partition(":")
-                value = int(head)
-                if len(text) != value & 0xFFFFFFFF:
-                    text = self._full_text(text, value & 0xFFFFFFFF)
-                value >>= 32
-                if value & 3 == K_SEND:
-                    session.send(text)
-                else:
-                    self.hub.broadcast(self._room_names[value >> 2], text, session if value & 3 == K_EXCEPT else None)
+                self._short(result, session)  # one send or broadcast of a new text
             else:
                 return self._result(result, session, message)
-            if self._tick_jobs and not self._jobs_scheduled:
-                self._schedule_jobs()
+            self._maybe_tick()
             return None
         if hook == "open":
             return self._call_open(session)
@@ -943,14 +931,10 @@ class JsScript:
 
     def _result(self, result: Any, session: Session, message: Message | None) -> Awaitable[object] | None:
         """A hook's result other than None or an int: a short string (one op) or JSON."""
-        if type(result) is str and result[:1] != "[":
-            self._short(result, session)
-            if self._tick_jobs and not self._jobs_scheduled:
-                self._schedule_jobs()
-            return None
-        if type(result) is not str:
-            if self._tick_jobs and not self._jobs_scheduled:
-                self._schedule_jobs()
+        if type(result) is not str or result[:1] != "[":
+            if type(result) is str:
+                self._short(result, session)
+            self._maybe_tick()
             return None
         status, pid, ops = json.loads(result)
         future = None
@@ -961,8 +945,8 @@ class JsScript:
             self._apply(ops, session, message)
         if status & S_JOBS:
             self._run_jobs()
-        elif self._tick_jobs and not self._jobs_scheduled:
-            self._schedule_jobs()
+        else:
+            self._maybe_tick()
         if future is None:
             return None
         if future.done():
@@ -1082,8 +1066,8 @@ class JsScript:
                 elif op == OP_CLOSE:
                     target = live.get(args[0])
                     if target is not None:
-                        # A close reason may take 123 bytes of UTF-8 (RFC 6455 section 5.5).
-                        target.close(int(args[1]), str(args[2]).encode()[:123].decode("utf-8", "ignore"))
+                        # frames.close_frame cuts the reason to 123 bytes on a character boundary.
+                        target.close(int(args[1]), str(args[2]))
                 elif op == OP_SETTLE:
                     future = self._promises.pop(args[0], None)
                     if future is not None and not future.done():
@@ -1120,18 +1104,12 @@ class JsScript:
             return
         self._flush(queued, None, None)
 
-    def _scan_closed(self) -> None:
-        """Before a timer: sessions whose close started elsewhere (the client, a slow-consumer
-        close, shutdown) read isOpen() false. Handler calls need no scan: the dispatcher runs no
-        onMessage after a close started, and onClose marks the session closed itself."""
-        reported = self._reported_closed
-        for handle, session in self._live.items():
-            if handle not in reported and not session.is_open():
-                reported.add(handle)
-                self._closed.append(handle)
-                self._stale = True
-
     # -- promise jobs and timers -----------------------------------------------------------------
+
+    def _maybe_tick(self) -> None:
+        """After a call: scripts that may use promises get a promise-job pass this iteration."""
+        if self._tick_jobs and not self._jobs_scheduled:
+            self._schedule_jobs()
 
     def _schedule_jobs(self) -> None:
         self._jobs_scheduled = True
@@ -1174,8 +1152,6 @@ class JsScript:
         if self._unloaded:
             return
         self._timers.pop(timer_id, None)
-        if self._live:
-            self._scan_closed()
         sync = self._sync() if self._stale else None
         self._entries += 1
         try:
@@ -1186,8 +1162,7 @@ class JsScript:
             self._flush_after_error(None, None)
             return
         self._flush(queued, None, None)
-        if self._tick_jobs and not self._jobs_scheduled:
-            self._schedule_jobs()
+        self._maybe_tick()
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -1220,11 +1195,19 @@ class JsScript:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def closing(self, session: Session) -> None:
+        """Called once, when the session stops being open (server close, client close, lost
+        connection): from the next call into the context its isOpen() reads false, including in
+        an onMessage the dispatcher already had queued, and in timers."""
+        state = session.runtime_state
+        if state is not None and state[1] in self._live:
+            self._closed.append(state[1])
+            self._stale = True
+
     def release(self, session: Session) -> None:
         state = session.runtime_state
         if state is not None:
             self._live.pop(state[1], None)
-            self._reported_closed.discard(state[1])
             session.runtime_state = None
 
     def adopt(self, old: Script, sessions: Iterable[Session]) -> None:

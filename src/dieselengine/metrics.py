@@ -12,6 +12,7 @@ from .hub import Hub
 
 _COUNTERS = (
     ("sessions_opened", "WebSocket sessions opened."),
+    ("sessions_closed", "WebSocket sessions closed (their on_close returned)."),
     ("messages_in", "Messages received from clients."),
     ("bytes_in", "Payload bytes received from clients."),
     ("frames_out", "Frames delivered to clients (one per recipient)."),

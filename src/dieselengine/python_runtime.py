@@ -35,9 +35,11 @@ class PythonScript:
 
     @classmethod
     def load(cls, path: Path, name: str, hub: Hub | None = None) -> PythonScript:
-        folder = str(path.parent.resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        folder = path.parent.resolve()
+        _forget_helpers(folder if hub is None else _served_folder(hub.settings.path))
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
+        sys.path.insert(0, str(folder))
         module_name = "diesel_script_" + name.replace("/", "__").replace(".", "_")
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
@@ -67,6 +69,9 @@ class PythonScript:
     def describe_error(self, exc: BaseException) -> str:
         return _format(exc)
 
+    def closing(self, session: Session) -> None:
+        """`session.is_open()` reads the session itself; nothing to mirror."""
+
     def release(self, session: Session) -> None:
         """Attributes live on the session itself; nothing to drop."""
 
@@ -75,6 +80,21 @@ class PythonScript:
 
     def unload(self) -> None:
         sys.modules.pop(self._module.__name__, None)
+
+
+def _served_folder(served: Path) -> Path:
+    served = served.resolve()
+    return served if served.is_dir() else served.parent
+
+
+def _forget_helpers(served: Path) -> None:
+    """Drop already imported helper modules (`_name`) of the served folder, so that each script imports
+    its own folder's helpers (two folders may both have a `_util.py`) and a reload sees a changed
+    helper. Each script thus has its own copy of a helper's module state, as in JavaScript."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and name.startswith("_") and Path(file).resolve().is_relative_to(served):
+            del sys.modules[name]
 
 
 def _format(exc: BaseException) -> str:

@@ -97,7 +97,6 @@ class RedisBus:
         self._node_key_prefix = f"{prefix}:node:"
         self._node_key = self._node_key_prefix + self.node_id
         self._hub: Hub | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
         # -- this node's side --
         #: Local member count of every room with local members.
@@ -105,9 +104,10 @@ class RedisBus:
         #: Rooms whose local count changed since the last push.
         self._dirty: set[str] = set()
         self._version = 0
-        #: Room channels subscribed on the current pub/sub connection: channel -> room.
-        self._channels: dict[bytes, str] = {}
-        self._subscribed: dict[str, bytes] = {}
+        #: Rooms whose channel is subscribed on the current pub/sub connection. Outside
+        #: `_update_subscriptions` (whose SUBSCRIBE may still await Redis's confirmation), every
+        #: room in here is confirmed; only those may be announced with a member count.
+        self._subscribed: set[str] = set()
         #: Subscriptions sent but not yet confirmed: channel -> future.
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
 
@@ -136,7 +136,6 @@ class RedisBus:
         """Connect (waiting up to COMMAND_TIMEOUT for the first sync) and keep connected. A node
         whose Redis is down at start still serves, degraded, and joins once Redis answers."""
         self._hub = hub
-        self._loop = asyncio.get_running_loop()
         self._supervisor = asyncio.create_task(self._supervise(), name="diesel-cluster")
         try:
             await asyncio.wait_for(self._connected_once.wait(), COMMAND_TIMEOUT)
@@ -253,7 +252,6 @@ class RedisBus:
                 if tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
                 self._drop_pending()
-                self._channels.clear()
                 self._subscribed.clear()
                 for future in self._confirm.values():
                     future.cancel()
@@ -288,6 +286,7 @@ class RedisBus:
         assert hub is not None
         node = self._node
         ctl = self._ctl_channel
+        room_prefix = self._room_prefix
         counters = self._counters
         while True:
             response = await sub.read_response(timeout=math.inf, push_request=True)
@@ -299,10 +298,15 @@ class RedisBus:
                     continue
                 if data[:_NODE_ID_SIZE] == node:
                     continue
-                room = self._channels.get(channel)
-                if room is None:
+                if not channel.startswith(room_prefix):
+                    continue
+                room = channel[len(room_prefix):].decode("utf-8", "surrogatepass")
+                if room not in self._subscribed:
                     continue  # unsubscribed meanwhile
-                counters["received"] += _deliver_frames(hub, room, data)
+                delivered, intact = _deliver_frames(hub, room, data)
+                counters["received"] += delivered
+                if not intact:
+                    counters["errors"] += 1
             elif kind == b"subscribe":
                 future = self._confirm.pop(response[1], None)
                 if future is not None and not future.done():
@@ -378,24 +382,34 @@ class RedisBus:
         add = [room for room in self._local if room not in self._subscribed]
         remove = [room for room in self._subscribed if room not in self._local]
         if remove:
-            channels = [self._subscribed.pop(room) for room in remove]
-            for channel in channels:
-                self._channels.pop(channel, None)
-            await sub.send_command("UNSUBSCRIBE", *channels)
+            self._subscribed.difference_update(remove)
+            await sub.send_command("UNSUBSCRIBE", *[self._room_channel(room) for room in remove])
         if add:
             channels = [self._room_channel(room) for room in add]
             waiting = [self._confirm_later(channel) for channel in channels]
-            for room, channel in zip(add, channels):
-                self._subscribed[room] = channel
-                self._channels[channel] = room
+            self._subscribed.update(add)
             await sub.send_command("SUBSCRIBE", *channels)
             await asyncio.wait_for(asyncio.gather(*waiting), COMMAND_TIMEOUT)
 
     async def _push(self, client: Redis, full: bool) -> None:
         """Write this node's changed counts (all of them when `full`), refresh the heartbeat, and
-        announce the change on the control channel, in one transaction."""
-        rooms = list(self._local) if full else list(self._dirty)
-        self._dirty.clear()
+        announce the change on the control channel, in one transaction.
+
+        Only rooms whose subscription Redis has confirmed (or that have no local member left) are
+        announced: a room joined while `_update_subscriptions` awaited a confirmation stays dirty
+        until the next round has subscribed it, so no other node counts a member here (and
+        publishes for it) before this node receives that room's channel."""
+        subscribed = self._subscribed
+        local = self._local
+        if full:
+            rooms = [room for room in local if room in subscribed]
+            # The full snapshot settles every other room; only the unsubscribed ones wait.
+            self._dirty = {room for room in local if room not in subscribed}
+        else:
+            rooms = [room for room in self._dirty if room in subscribed or room not in local]
+            self._dirty.difference_update(rooms)
+        if self._dirty:
+            self._wake_sync.set()  # the syncer subscribes them next, then announces them
         self._version += 1
         counts = {room: self._local.get(room, 0) for room in rooms}
         fields: dict[str, Any] = {"v": self._version}
@@ -519,28 +533,41 @@ class RedisBus:
                 hub.count_changed(room)
 
 
-def _deliver_frames(hub: Hub, room: str, data: bytes) -> int:
+def _deliver_frames(hub: Hub, room: str, data: bytes) -> tuple[int, bool]:
     """Hand each frame of a published batch (after the origin id) to the hub; returns how many.
-    Server frames are never masked: a 2-byte header, plus 2 or 8 bytes of extended length."""
-    view = memoryview(data)
+    Server frames are never masked: a 2-byte header, plus 2 or 8 bytes of extended length.
+
+    Returns how many frames were delivered and whether the message was intact; the frames of a
+    truncated or foreign message up to the first malformed one are delivered, the rest dropped."""
     size = len(data)
     offset = _NODE_ID_SIZE
     frames = 0
-    while offset < size:
-        length = data[offset + 1] & 0x7F
+    while offset + 2 <= size:
+        second = data[offset + 1]
+        if second & 0x80:
+            break  # masked: not a frame a node publishes
+        length = second & 0x7F
         if length < 126:
-            end = offset + 2 + length
+            header = 2
         elif length == 126:
-            end = offset + 4 + int.from_bytes(view[offset + 2:offset + 4], "big")
+            header = 4
         else:
-            end = offset + 10 + int.from_bytes(view[offset + 2:offset + 10], "big")
+            header = 10
+        if offset + header > size:
+            break
+        if header > 2:
+            length = int.from_bytes(data[offset + 2:offset + header], "big")
+        end = offset + header + length
         if end > size:
-            log.warning("cluster: ignoring a truncated frame in a message for room %r", room)
             break
         hub.deliver_remote(room, data[offset:end])
         frames += 1
         offset = end
-    return frames
+    if offset == size:
+        return frames, True
+    log.warning("cluster: dropping %d malformed byte(s) of a message for room %r (%d frame(s) delivered)",
+                max(0, size - offset), room, frames)
+    return frames, False
 
 
 def _redact(url: str) -> str:

@@ -23,6 +23,11 @@ def _snapshot(root: Path) -> dict[Path, float]:
     return stamps
 
 
+def _is_helper(file: Path, root: Path) -> bool:
+    parts = file.relative_to(root).parts if root.is_dir() else (file.name,)
+    return any(part.startswith("_") for part in parts)
+
+
 async def watch(router: Router, interval: float = 0.5) -> None:
     root = router.hub.settings.path
     seen = _snapshot(root)
@@ -33,7 +38,7 @@ async def watch(router: Router, interval: float = 0.5) -> None:
         seen = now
         if not changed:
             continue
-        helpers_changed = any(file.name.startswith("_") for file in changed)
+        helpers_changed = any(_is_helper(file, root) for file in changed)
         for route in router:
             if route.file in changed or helpers_changed:
                 router.reload(route)

@@ -31,6 +31,9 @@ class Script(Protocol):
     def describe_error(self, exc: BaseException) -> str:
         """The error as a log record: message and stack trace with the script's file:line."""
 
+    def closing(self, session: Session) -> None:
+        """The session stopped being open (a close started, or the connection dropped)."""
+
     def release(self, session: Session) -> None:
         """The session is gone (after `on_close`): drop any per-session state."""
 

@@ -95,18 +95,25 @@ class Server:
             context.drop_late_handshakes()
 
     async def _close_sessions(self, hub: Hub, dispatcher: Dispatcher) -> None:
-        """Close every session with 1001, wait for the clients' replies (bounded by
-        --shutdown-timeout), drop the rest, and let every `on_close` run."""
+        """Close every session with 1001 and let every `on_close` run, all within one deadline
+        (--shutdown-timeout): clients that do not answer are dropped, and handler calls still
+        running then (an async handler that never settles) are cancelled, so their `on_close`
+        runs too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
         for session in list(hub.sessions.values()):
             session.close(1001, "server shutting down")
-        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout
-        while hub.sessions and asyncio.get_running_loop().time() < deadline:
+        while hub.sessions and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for session in list(hub.sessions.values()):
             session.conn.abort()  # type: ignore[attr-defined]
+        for grace in (max(0.0, deadline - loop.time()), 1.0):
+            await asyncio.sleep(0)  # connection_lost callbacks: on_close of idle sessions
+            if dispatcher.pending:
+                await asyncio.wait(set(dispatcher.pending), timeout=grace)
+            for future in list(dispatcher.pending):
+                future.cancel()
         await asyncio.sleep(0)
-        if dispatcher.pending:
-            await asyncio.wait(dispatcher.pending, timeout=self.settings.shutdown_timeout)
         hub.outbox.flush()
 
 

@@ -7,7 +7,7 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .frames import encode_message
+from .frames import encode_message, valid_close_code
 from .request import Request
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ class Session:
 
     __slots__ = (
         "_id", "request", "hub", "conn", "route", "attributes", "rooms", "direct", "flushed",
-        "_open", "server_closed", "ended", "busy", "inbox", "close_ran", "runtime_state",
+        "_open", "server_closed", "ended", "busy", "inbox", "inbox_bytes", "reading_paused", "close_ran",
+        "runtime_state",
         "__weakref__",
     )
 
@@ -79,6 +80,8 @@ class Session:
         #: A handler call (an async one) is in progress; new messages wait in `inbox`.
         self.busy = False
         self.inbox: deque[Message] | None = None
+        self.inbox_bytes = 0
+        self.reading_paused = False
         self.close_ran = False
         #: Whatever the script runtime keeps per session (the JS runtime's handle).
         self.runtime_state: Any = None
@@ -102,14 +105,15 @@ class Session:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; idempotent. Frames queued before it still go out first."""
+        if not valid_close_code(code):
+            raise ValueError(f"close code must be 1000-1003, 1007-1014 or 3000-4999, not {code}")
         if get_ident() != self.hub.thread_id:
             self.hub.loop.call_soon_threadsafe(self.close, code, reason)
             return
         if not self._open:
             return
         self.hub.outbox.flush()
-        self._open = False
-        self.server_closed = True
+        self.mark_closing(by_server=True)
         self.conn.close(code, reason)
 
     def is_open(self) -> bool:
@@ -120,9 +124,14 @@ class Session:
         if self._open and self.conn.write(data) > self.hub.settings.send_queue_size:
             self.hub.slow_consumer(self)
 
-    def mark_closing(self) -> None:
-        """The peer started the close or the connection dropped: stop sending from now on."""
-        self._open = False
+    def mark_closing(self, by_server: bool = False) -> None:
+        """Stop sending from now on: a close started (by the server when `by_server`: messages
+        still arriving are then dropped) or the connection dropped. The script hears of it once."""
+        if by_server:
+            self.server_closed = True
+        if self._open:
+            self._open = False
+            self.route.script.closing(self)
 
     # -- the handshake request -------------------------------------------------------------------
 

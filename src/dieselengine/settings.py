@@ -27,7 +27,6 @@ class Settings:
     #: Messages a session may have waiting for a busy (async) handler before reading from it pauses.
     inbox_size: int = 256
     ping_interval: float = 20.0
-    ping_timeout: float = 20.0
     handshake_timeout: float = 5.0
     #: How long a close handshake the server started may wait for the client's reply.
     close_timeout: float = 5.0

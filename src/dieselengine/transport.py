@@ -15,6 +15,7 @@ import logging
 from struct import Struct
 from typing import TYPE_CHECKING
 
+from .frames import close_frame, valid_close_code
 from .handshake import MAX_HEAD_SIZE, HandshakeError, accept_upgrade, http_response, parse_head
 from .request import Request, client_address
 from .session import Session
@@ -37,13 +38,8 @@ log = logging.getLogger("dieselengine")
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
 _CLOSE_CODE = Struct("!H")
 _PING = b"\x89\x00"
-#: Close codes a peer may send (RFC 6455 section 7.4): the registered ones and 3000-4999.
-_VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    payload = _CLOSE_CODE.pack(code) + reason.encode()[:123]
-    return bytes((0x88, len(payload))) + payload
+#: Missing bytes of a frame past which its parts are collected rather than re-joined per segment.
+_LARGE_TAIL = 65536
 
 
 class ServerContext:
@@ -72,15 +68,18 @@ class ServerContext:
 class WebSocketProtocol(asyncio.Protocol):
     """One TCP connection: the HTTP handshake, then frames. Implements `session.Connection`."""
 
-    __slots__ = ("_ctx", "_transport", "_state", "_buffer", "_timer", "session", "_paused",
+    __slots__ = ("_ctx", "_transport", "_state", "_buffer", "_chunks", "_missing", "_timer", "session", "_paused",
                  "_parts", "_parts_size", "_parts_text", "alive", "_pinged")
 
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
         self._transport: asyncio.Transport | None = None
         self._state = _HANDSHAKE
-        #: Bytes of an unfinished request head or frame.
+        #: Bytes of an unfinished request head or frame; the parts of a large unfinished frame and
+        #: how many bytes it still misses.
         self._buffer = b""
+        self._chunks: list[bytes] | None = None
+        self._missing = 0
         #: The close handshake's deadline, once the server started one.
         self._timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -217,8 +216,18 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- frames ----------------------------------------------------------------------------------
 
     def _frames(self, data: bytes) -> None:
-        """Parse every complete frame in the data; keep the tail for the next call."""
-        if self._buffer:
+        """Parse every complete frame in the data; keep the tail for the next call.
+
+        The tail of a large frame is collected in a list and joined once, when complete: joining
+        each arriving segment to the buffer would copy a 1 MiB frame hundreds of times."""
+        if self._chunks is not None:
+            self._chunks.append(data)
+            self._missing -= len(data)
+            if self._missing > 0:
+                return
+            data = b"".join(self._chunks)
+            self._chunks = None
+        elif self._buffer:
             data = self._buffer + data
             self._buffer = b""
         size = len(data)
@@ -247,6 +256,10 @@ class WebSocketProtocol(asyncio.Protocol):
                 return
             end = start + length
             if end > size:
+                if end - size > _LARGE_TAIL:
+                    self._chunks = [data[position:]]
+                    self._missing = end - size
+                    return
                 break
             first = data[position]
             payload = apply_mask(data[start:end], data[start - 4:start]) if length else b""
@@ -318,7 +331,7 @@ class WebSocketProtocol(asyncio.Protocol):
         code = 1000
         if len(payload) >= 2:
             code = _CLOSE_CODE.unpack_from(payload)[0]
-            if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+            if not valid_close_code(code):
                 return self._fail(1002, f"invalid close code {code}")
             try:
                 payload[2:].decode()
@@ -328,12 +341,9 @@ class WebSocketProtocol(asyncio.Protocol):
             return self._fail(1002, "a close payload of one byte")
         if self.session is not None:
             self.session.mark_closing()
-        transport = self._transport
-        assert transport is not None
-        if self._state == _OPEN:
-            transport.write(close_frame(code))
-        self._state = _CLOSED
-        transport.close()
+        if self._state == _OPEN and self._transport is not None:
+            self._transport.write(close_frame(code))
+        self._shut()
         return False
 
     def _fail(self, code: int, reason: str) -> bool:
@@ -341,13 +351,21 @@ class WebSocketProtocol(asyncio.Protocol):
         log.info("session %s: closing with %d: %s", self.session.id if self.session else "?", code, reason)
         self._ctx.stats.protocol_closes += 1
         if self.session is not None:
-            self.session.mark_closing()
-            self.session.server_closed = True
-        transport = self._transport
-        if transport is not None and self._state != _CLOSED:
-            if self._state == _OPEN:
-                transport.write(close_frame(code, reason))
-            transport.close()
+            self.session.mark_closing(by_server=True)
+        if self._state == _OPEN and self._transport is not None:
+            self._transport.write(close_frame(code, reason))
+        self._shut()
+        return False
+
+    def _shut(self) -> None:
+        """Close the socket once what is queued is written; abort it if the client does not read
+        that within `close_timeout` (a close must never wait on the client forever)."""
         self._state = _CLOSED
         self._buffer = b""
-        return False
+        self._chunks = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if self._timer is None:
+            self._timer = self._ctx.loop.call_later(self._ctx.settings.close_timeout, transport.abort)
