@@ -881,7 +881,8 @@ class JsScript:
                 self._short(result, session)  # one send or broadcast of a new text
             else:
                 return self._result(result, session, message)
-            self._maybe_tick()
+            if self._tick_jobs:  # spares scripts without async code a call on the hottest path
+                self._maybe_tick()
             return None
         if hook == "open":
             return self._call_open(session)
@@ -963,10 +964,11 @@ class JsScript:
         if len(text) != value & 0xFFFFFFFF:
             text = self._full_text(text, value & 0xFFFFFFFF)
         code = value >> 32
-        if code & 3 == K_SEND:
+        kind = code & 3
+        if kind == K_SEND:
             session.send(text)
         else:
-            self.hub.broadcast(self._room_names[code >> 2], text, session if code & 3 == K_EXCEPT else None)
+            self.hub.broadcast(self._room_names[code >> 2], text, session if kind == K_EXCEPT else None)
 
     def _full_text(self, text: str, length: int) -> str:
         """The engine counts UTF-16 units, Python code points; when they differ by more than the
