@@ -425,10 +425,8 @@ const console = {
 
 // ---- timers: scheduled on the server's event loop --------------------------------------------
 
-// id -> [fn, args, interval ms or 0]; a null-prototype object, not a Map (integer keys, see
-// byHandle), so its size is counted apart.
-const timers = Object.create(null);
-let timerCount = 0, timerSeq = 0;
+const timers = new Map();        // id -> [fn, args, interval ms or 0]
+let timerSeq = 0;
 
 function delay(ms) {
   ms = Number(ms);
@@ -437,30 +435,24 @@ function delay(ms) {
 
 function addTimer(fn, ms, args, repeat) {
   if (typeof fn !== "function") throw new TypeError("the callback must be a function");
-  if (timerCount >= MAX_TIMERS) throw new RangeError("too many timers (" + MAX_TIMERS + ")");
+  if (timers.size >= MAX_TIMERS) throw new RangeError("too many timers (" + MAX_TIMERS + ")");
   const id = ++timerSeq, d = delay(ms);
-  timers[id] = [fn, args, repeat ? d : 0];
-  timerCount++;
+  timers.set(id, [fn, args, repeat ? d : 0]);
   OUT.push(OP_TIMER, id, d);
   return id;
 }
 
 function clearTimer(id) {
   id = Number(id);
-  if (timers[id] !== undefined) {
-    delete timers[id];
-    timerCount--;
-    OUT.push(OP_CLEAR, id);
-  }
+  if (timers.delete(id)) OUT.push(OP_CLEAR, id);
 }
 
 function fire(id, sync) {
   if (sync !== null) applySync(sync);
   curMsg = NONE; curH = -1;
-  const t = timers[id];
+  const t = timers.get(id);
   if (t !== undefined) {
-    if (t[2]) OUT.push(OP_TIMER, id, t[2]);
-    else { delete timers[id]; timerCount--; }
+    if (t[2]) OUT.push(OP_TIMER, id, t[2]); else timers.delete(id);
     t[0](...t[1]);
   }
   return drain(null);
