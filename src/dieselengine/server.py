@@ -86,7 +86,7 @@ class Server:
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             for session in list(hub.sessions.values()):
-                session.conn.keepalive()  # type: ignore[attr-defined]
+                session.conn.keepalive()
 
     async def _handshake_deadlines(self, context: ServerContext) -> None:
         interval = min(1.0, self.settings.handshake_timeout / 4)
@@ -106,7 +106,7 @@ class Server:
         while hub.sessions and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for session in list(hub.sessions.values()):
-            session.conn.abort()  # type: ignore[attr-defined]
+            session.conn.abort()
         for grace in (max(0.0, deadline - loop.time()), 1.0):
             await asyncio.sleep(0)  # connection_lost callbacks: on_close of idle sessions
             if dispatcher.pending:

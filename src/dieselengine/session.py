@@ -31,6 +31,12 @@ class Connection(Protocol):
 
     def resume_reading(self) -> None: ...
 
+    def abort(self) -> None:
+        """Drop the connection at once (shutdown past its deadline)."""
+
+    def keepalive(self) -> None:
+        """Called once per ping interval: ping a silent client, drop one that did not answer."""
+
 
 _random_pool: list[str] = []
 
