@@ -28,14 +28,11 @@ class Hub:
         self.stats = stats
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
-        self.outbox = Outbox(loop, self._count_frames)
+        self.outbox = Outbox(loop, stats)
         self.bus: Bus | None = None
         #: Called with (room, members) whenever a room's count may have changed; script runtimes
         #: that cannot call back into Python mid-handler (QuickJS) keep a mirror of the counts.
         self.count_listeners: list[Callable[[str, int], None]] = []
-
-    def _count_frames(self, frames: int) -> None:
-        self.stats.frames_out += frames
 
     # -- membership ------------------------------------------------------------------------------
 

@@ -13,26 +13,26 @@ Order: every queued frame takes a sequence number; a recipient with frames from 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .rooms import Room
+from .stats import Stats
 
 if TYPE_CHECKING:
     from .session import Session
 
 
 class Outbox:
-    __slots__ = ("_loop", "_seq", "_tick", "_rooms", "_sessions", "_scheduled", "_count_frames")
+    __slots__ = ("_loop", "_seq", "_tick", "_rooms", "_sessions", "_scheduled", "_stats")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, count_frames: Callable[[int], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: Stats) -> None:
         self._loop = loop
         self._seq = 0
         self._tick = 0
         self._rooms: list[Room] = []
         self._sessions: list[Session] = []
         self._scheduled = False
-        self._count_frames = count_frames
+        self._stats = stats
 
     def to_session(self, session: Session, frame: bytes) -> None:
         if not session.direct:
@@ -82,7 +82,7 @@ class Outbox:
                 session.deliver(direct[0][1] if len(direct) == 1 else b"".join([f for _, f in direct]))
         for room in rooms:
             room.batch = []
-        self._count_frames(frames)
+        self._stats.frames_out += frames
 
     @staticmethod
     def _merge(member: Session, tick: int) -> int:
