@@ -44,7 +44,7 @@ P99_LIMIT_MS = 50.0
 SLOW_SIZE = 1024
 SIO_QUERY = "?EIO=4&transport=websocket&route="
 ALL_SCENARIOS = ["fanout", "echo", "idle", "slow", "churn"]
-ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py"]
+ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py", "uvloop-floor"]
 PY_DEPS = {"socketio": "python-socketio", "uvicorn": "uvicorn", "websockets": "websockets",
            "uvloop": "uvloop", "httptools": "httptools"}  # uvicorn ws="websockets-sansio" needs websockets >= 13
 
@@ -68,6 +68,8 @@ class ServerDef:
     port: int = 0
     core: str | None = SERVER_CORE  # taskset core list, None = left to the scheduler
     node_path: Path = PEERS / "node_modules"
+    #: Scenarios it takes part in (None: all); the floor reference has no rooms, so echo and idle only.
+    scenarios: frozenset[str] | None = None
 
     def route(self, name: str) -> tuple[str, str]:
         """(path, query) of route "chat" or "echo" for the generator."""
@@ -125,6 +127,10 @@ SERVER_DEFS: dict[str, ServerDef] = {
     "diesel-py": ServerDef("diesel-py", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_py"),
                                                    "--host", "127.0.0.1", "--port", str(p)],
                            health="http", needs=need_diesel),
+    # Not a peer: the ceiling for any Python server on uvloop (servers/uvloop_floor.py).
+    "uvloop-floor": ServerDef("uvloop-floor",
+                              lambda p: [sys.executable, str(SERVERS_DIR / "uvloop_floor.py"), str(p)],
+                              needs=need_py_peers, scenarios=frozenset({"echo", "idle"})),
 }
 
 
@@ -147,6 +153,41 @@ def tree_pids(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by the process tree, from /proc."""
+    user = system = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        user += int(fields[11])
+        system += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+class CpuMeter:
+    """The server's own CPU over a measured window, per operation: the kernel's share (system
+    calls, TCP) against the server's own code, which profilers that sample stacks misattribute."""
+
+    def __init__(self, server: "Server") -> None:
+        self.pid = server.pid
+        self.start = cpu_seconds(self.pid)
+        self.t0 = time.monotonic()
+
+    def per_op(self, ops: int) -> dict[str, float | None]:
+        user, system = cpu_seconds(self.pid)
+        wall = time.monotonic() - self.t0
+        user -= self.start[0]
+        system -= self.start[1]
+        return {"server_cpu_frac": (user + system) / wall if wall else None,
+                "server_user_us": user / ops * 1e6 if ops else None,
+                "server_sys_us": system / ops * 1e6 if ops else None}
 
 
 def rss_kib(root: int) -> int:
@@ -409,11 +450,14 @@ def fanout_result(good: float, steps: list[dict[str, Any]], at70: dict[str, Any]
 
 def scenario_echo(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     """100 connections, closed loop: each sends its next message when the echo arrives."""
-    with Server(sdef, ctx.log_dir):
+    with Server(sdef, ctx.log_dir) as srv:
         lg = LoadGen(ctx.exe, sdef, "echo", "echo", conns=100, duration=3 if ctx.quick else 6, warmup=1)
         try:
             lg.read(60)
-            return lg.read(60)
+            meter = CpuMeter(srv)
+            rec = lg.read(60)
+            rec.update(meter.per_op(rec["messages"]))
+            return rec
         finally:
             lg.close()
 
@@ -431,9 +475,11 @@ def scenario_idle(ctx: Ctx, sdef: ServerDef) -> list[dict[str, Any]]:
         conns = min(n, fd_cap())
         with Server(sdef, ctx.log_dir) as srv:
             before = srv.rss()
+            meter = CpuMeter(srv)
             lg = LoadGen(ctx.exe, sdef, "idle", "echo", conns=conns, conc=256, timeout=30)
             try:
                 rec = lg.read(300)
+                rec.update(meter.per_op(rec["established"]))
                 time.sleep(1.0)
                 after = srv.rss()
             finally:
@@ -442,7 +488,8 @@ def scenario_idle(ctx: Ctx, sdef: ServerDef) -> list[dict[str, Any]]:
         out.append({"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
                     "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": before,
                     "rss_after_kib": after, "kib_per_conn": (after - before) / est if est else None,
-                    "gen_cpu_s": rec["gen_cpu_s"], "capped": conns < n})
+                    "gen_cpu_s": rec["gen_cpu_s"], "seconds": rec["seconds"], "capped": conns < n,
+                    "server_user_us": rec["server_user_us"], "server_sys_us": rec["server_sys_us"]})
     return out
 
 
@@ -497,9 +544,11 @@ def scenario_churn(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     cycles = 10000 if ctx.quick else 100000
     with Server(sdef, ctx.log_dir) as srv:
         before = srv.rss()
+        meter = CpuMeter(srv)
         lg = LoadGen(ctx.exe, sdef, "churn", "chat", cycles=cycles, conc=100, timeout=10)
         try:
             rec = lg.read(600)
+            rec.update(meter.per_op(rec["cycles"]))
         finally:
             lg.close()
         time.sleep(1.0)
@@ -558,12 +607,25 @@ def gen_flag(frac: float | None) -> str:
     return f"{frac * 100:.0f}%" + (" (!)" if frac and frac > 0.9 else "") if frac is not None else "-"
 
 
+def cpu_cells(r: dict[str, Any]) -> str:
+    """`server CPU | user us | kernel us` cells: how busy the server's core was, and its CPU per
+    operation split between its own code and the kernel."""
+    frac, user, system = r.get("server_cpu_frac"), r.get("server_user_us"), r.get("server_sys_us")
+    busy = f"{frac * 100:.0f}%" if frac is not None else "-"
+    return f"{busy} | {fmt(user, 1)} | {fmt(system, 1)}"
+
+
+CPU_NOTE = ("Server CPU = the server's CPU time / wall time over the measured window (100 % = its core "
+            "was the limit); user / kernel us = its CPU time per operation in its own code and in the "
+            "kernel (system calls, TCP), from /proc.")
+
+
 def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: list[str], meta: dict[str, str]) -> str:
     md = ["# dieselengine benchmark results", ""]
     md += [f"- {k}: {v}" for k, v in meta.items()]
     md += ["", "Server on core 0, generator on core 1. `x Bun` > 1 means better than Bun. Gen CPU = the "
                "generator's own CPU time / wall time in that step; (!) marks steps where it was over 90 %, "
-               "where the number is a lower bound for the server rather than its limit.", ""]
+               "where the number is a lower bound for the server rather than its limit. " + CPU_NOTE, ""]
 
     def cell(name: str, scen: str) -> Any:
         return results.get(name, {}).get(scen)
@@ -597,18 +659,21 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
         bun = cell("bun", "echo")
         ref = bun["messages_per_s"] if isinstance(bun, dict) else None
         md += ["## Echo: 100 connections, closed loop", "",
-               "| server | messages/s | x Bun | p50 | p99 | gen CPU |", "|---|---|---|---|---|---|"]
-        for name, r in rows("echo", 6):
+               "| server | messages/s | x Bun | p50 | p99 | gen CPU | server CPU | user us/msg | kernel us/msg |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in rows("echo", 9):
             md.append(f"| {name} | {fmt(r['messages_per_s'])} | {ratio(r['messages_per_s'], ref)} | "
-                      f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {gen_flag(r['gen_cpu_frac'])} |")
+                      f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {gen_flag(r['gen_cpu_frac'])} | {cpu_cells(r)} |")
         md.append("")
     if "idle" in scenarios:
         bun = cell("bun", "idle")
         md += ["## Idle connections (to /ws/echo, no room)", "",
-               "RSS of the server's process tree after minus before, divided by the connections held.", "",
-               "| server | connections | KiB per conn | x Bun (less is better) | handshakes/s | x Bun |",
-               "|---|---|---|---|---|---|"]
-        for name, res in rows("idle", 6):
+               "RSS of the server's process tree after minus before, divided by the connections held. "
+               "Gen CPU and us per handshake are over the whole connect phase.", "",
+               "| server | connections | KiB per conn | x Bun (less is better) | handshakes/s | x Bun | gen CPU "
+               "| user us/handshake | kernel us/handshake |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for name, res in rows("idle", 9):
             for i, r in enumerate(res):
                 b = bun[i] if isinstance(bun, list) and len(bun) > i else {}
                 conns = f"{r['established']:,}" + (f" (of {r['wanted']:,}: capped)" if r["capped"] else "")
@@ -616,7 +681,9 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
                     conns += f", {r['failed']} failed"
                 md.append(f"| {name} | {conns} | {fmt(r['kib_per_conn'], 1)} | "
                           f"{ratio(r['kib_per_conn'], b.get('kib_per_conn'), True)} | "
-                          f"{fmt(r['handshakes_per_s'])} | {ratio(r['handshakes_per_s'], b.get('handshakes_per_s'))} |")
+                          f"{fmt(r['handshakes_per_s'])} | {ratio(r['handshakes_per_s'], b.get('handshakes_per_s'))} | "
+                          f"{gen_flag(r['gen_cpu_s'] / r['seconds'] if r.get('seconds') else None)} | "
+                          f"{fmt(r.get('server_user_us'), 1)} | {fmt(r.get('server_sys_us'), 1)} |")
         md.append("")
     if "slow" in scenarios:
         md += ["## Slow consumers: fan-out room, 20 of 200 clients stop reading", "",
@@ -643,12 +710,13 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
         bun = cell("bun", "churn")
         ref = bun["cycles_per_s"] if isinstance(bun, dict) else None
         md += ["## Churn: connect / join / close cycles on /ws/chat (100 in flight)", "",
-               "| server | cycles | failed | cycles/s | x Bun | RSS before MiB | RSS after MiB |",
-               "|---|---|---|---|---|---|---|"]
-        for name, r in rows("churn", 7):
+               "| server | cycles | failed | cycles/s | x Bun | RSS before MiB | RSS after MiB | gen CPU "
+               "| server CPU | user us/cycle | kernel us/cycle |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in rows("churn", 11):
             md.append(f"| {name} | {r['cycles']:,} | {r['failed']:,} | {fmt(r['cycles_per_s'])} | "
                       f"{ratio(r['cycles_per_s'], ref)} | {r['rss_before_kib'] / 1024:.1f} | "
-                      f"{r['rss_after_kib'] / 1024:.1f} |")
+                      f"{r['rss_after_kib'] / 1024:.1f} | {gen_flag(r.get('gen_cpu_frac'))} | {cpu_cells(r)} |")
         md.append("")
     return "\n".join(md)
 
@@ -729,10 +797,13 @@ def main() -> int:
             sdef.needs()
         except (Skip, subprocess.CalledProcessError) as e:
             for scen in scenarios:
-                results[name][scen] = f"skipped: {e}"
+                if sdef.scenarios is None or scen in sdef.scenarios:
+                    results[name][scen] = f"skipped: {e}"
             print(f"[{name}] skipped: {e}", flush=True)
             continue
         for scen in scenarios:
+            if sdef.scenarios is not None and scen not in sdef.scenarios:
+                continue
             t0 = time.monotonic()
             busy = wait_for_idle_machine(10 if args.quick else 30)
             if busy > 0.10:
