@@ -15,23 +15,23 @@ _REGISTERED_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1
 _LARGE = Struct("!BBQ")
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """A complete, unmasked, final frame (servers never mask, RFC 6455 section 5.1)."""
+def encode_message(message: str | bytes | bytearray | memoryview) -> bytes:
+    """A complete, unmasked, final frame (servers never mask, RFC 6455 section 5.1): text for a
+    string, binary for anything bytes-like. One function, not two: it runs for every send."""
+    if isinstance(message, str):
+        payload = message.encode()
+        first = 0x80 | TEXT
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        payload = bytes(message)
+        first = 0x80 | BINARY
+    else:
+        raise TypeError(f"a message must be str or bytes, not {type(message).__name__}")
     size = len(payload)
     if size < 126:
-        return bytes((0x80 | opcode, size)) + payload
+        return bytes((first, size)) + payload
     if size < 65536:
-        return _MEDIUM.pack(0x80 | opcode, 126, size) + payload
-    return _LARGE.pack(0x80 | opcode, 127, size) + payload
-
-
-def encode_message(message: str | bytes | bytearray | memoryview) -> bytes:
-    """A text frame for a string, a binary frame for anything bytes-like."""
-    if isinstance(message, str):
-        return encode_frame(TEXT, message.encode())
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return encode_frame(BINARY, bytes(message))
-    raise TypeError(f"a message must be str or bytes, not {type(message).__name__}")
+        return _MEDIUM.pack(first, 126, size) + payload
+    return _LARGE.pack(first, 127, size) + payload
 
 
 def valid_close_code(code: int) -> bool:
