@@ -466,3 +466,114 @@ def test_seed_snippets(serve, tmp_path):
 
     run(main)
     server.wait_log(r"INFO dieselengine\.script\.chat\.js: Client connected: [0-9a-f]+")
+
+
+# A hook whose only effect is one join or leave comes back without JSON, and the script's own
+# count change is not pushed back into its context: counts must still be right everywhere.
+ROOMS = r'''
+export function onOpen(session) {
+  session.room("r").join();
+}
+
+export function onMessage(session, message) {
+  const op = JSON.parse(message);
+  const room = session.room(op.room ?? "r");
+  if (op.op === "join") room.join();
+  else if (op.op === "leave") room.leave();
+  else if (op.op === "count") session.send(String(room.members()));
+  else if (op.op === "say") room.broadcastExcept(op.text);
+}
+'''
+
+
+def test_counts_after_single_joins_and_leaves(serve, tmp_path):
+    folder = write_scripts(tmp_path / "app", {"a.js": ROOMS, "b.js": ROOMS, "py.py": PY_ROOM})
+    server = serve(folder)
+
+    async def op(ws, name, room="r", **extra):
+        await ws.send(json.dumps({"op": name, "room": room, **extra}))
+
+    async def count(ws, room="r") -> int:
+        await op(ws, "count", room)
+        return int(await ws.recv())
+
+    async def main():
+        async with websockets.connect(server.url("/ws/a")) as a1, websockets.connect(server.url("/ws/a")) as a2:
+            assert await count(a1) == 2 and await count(a2) == 2
+            async with websockets.connect(server.url("/ws/b")) as b1, \
+                    websockets.connect(server.url("/ws/py")) as py:
+                assert await count(b1) == 3
+                await op(py, "join")
+                assert (await recv_json(py))["members"] == 4
+                assert [await count(ws) for ws in (a1, a2, b1)] == [4, 4, 4]
+                await op(a2, "leave")
+                assert [await count(ws) for ws in (a2, a1, b1)] == [3, 3, 3]
+                await op(a2, "join")
+                await op(a2, "join")   # idempotent
+                assert [await count(ws) for ws in (a2, a1, b1)] == [4, 4, 4]
+
+                # Room names reach the hub unchanged: a U+0000 (fetched again) and a lone surrogate
+                # (sent as JSON); the Python route's join lands in the same room.
+                for name in ("nul\u0000in", "lone\ud800"):
+                    for n, ws in enumerate((a1, a2, b1), 1):
+                        await op(ws, "join", name)
+                        assert await count(ws, name) == n
+                    await op(py, "join", name)
+                    assert (await recv_json(py))["members"] == 4
+                    await op(a1, "say", name, text="hi " + str(len(name)))
+                    for ws in (a2, b1, py):
+                        assert await ws.recv() == "hi " + str(len(name))
+                    await op(a1, "leave", name)
+                    assert [await count(ws, name) for ws in (a1, a2, b1)] == [3, 3, 3]
+            # b1 and py are gone: their leaves are pushed into a.js's context.
+            for _ in range(50):
+                if await count(a1) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("members() never dropped to 2")
+
+    run(main)
+    assert "internal" not in server.log()
+
+
+ROOMS_V1 = r'''
+export function onOpen(session) {
+  session.room("x").join();
+  if (session.getParameter("both")) session.room("y").join();
+  session.send("v1");
+}
+'''
+
+ROOMS_V2 = ROOMS.replace('session.room("r").join();', "")
+
+
+def test_reload_carries_one_and_several_rooms(serve, tmp_path):
+    folder = write_scripts(tmp_path / "app", {"live.js": ROOMS_V1})
+    server = serve(folder, "--reload")
+
+    async def op(ws, name, room):
+        await ws.send(json.dumps({"op": name, "room": room}))
+
+    async def count(ws, room) -> int:
+        await op(ws, "count", room)
+        return int(await ws.recv())
+
+    async def main():
+        async with websockets.connect(server.url("/ws/live?both=1")) as both, \
+                websockets.connect(server.url("/ws/live")) as one:
+            assert await both.recv() == "v1" and await one.recv() == "v1"
+            write_scripts(folder, {"live.js": ROOMS_V2})
+            await asyncio.to_thread(server.wait_log, r"reloaded live\.js \(2 live sessions\)")
+            assert await count(one, "x") == 2 and await count(one, "y") == 1
+            await op(one, "join", "x")   # already a member: nothing changes
+            await op(both, "leave", "y")
+            assert await count(both, "y") == 0 and await count(one, "x") == 2
+            await op(one, "leave", "x")
+            await op(one, "leave", "x")
+            assert await count(one, "x") == 1 and await count(both, "x") == 1
+            await op(both, "join", "y")
+            await op(one, "join", "y")
+            assert await count(one, "y") == 2 and await count(both, "y") == 2
+
+    run(main)

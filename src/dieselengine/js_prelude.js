@@ -7,9 +7,9 @@
 // Python side executes them, in order, after the call returns. Values a script must read
 // synchronously (room member counts, the session's own data) are mirrored into this context.
 //
-// The common cases do not go through JSON: a hook whose only effect is one broadcast or one send
-// by its own session returns an int (the payload is the incoming message) or
-// "code * 2**32 + length:text" (see short()).
+// The common cases do not go through JSON: a hook whose only effect is one broadcast, one send,
+// one join or one leave by its own session returns an int (the payload is the incoming message)
+// or "code * 2**32 + length:text" (see short()). Sessions are known to Python by their handle.
 (function () {
 "use strict";
 
@@ -17,8 +17,9 @@
 const OP_SEND = 1, OP_SEND_BIN = 2, OP_SEND_MSG = 3, OP_CLOSE = 4, OP_JOIN = 5, OP_LEAVE = 6,
       OP_BCAST = 7, OP_BCAST_BIN = 8, OP_BCAST_MSG = 9, OP_LOG = 10, OP_TIMER = 11,
       OP_CLEAR = 12, OP_SETTLE = 13, OP_ROOM_ID = 14;
-// Fast-path kinds, the low two bits of an int result (the rest is a room id).
-const K_BCAST = 1, K_EXCEPT = 2, K_SEND = 3;
+// Fast-path kinds, the low two bits of an int result (the rest is a room id). Kind 0 is a join
+// (or with M_LEAVE a leave) of the room named by a "code:text" result.
+const K_BCAST = 1, K_EXCEPT = 2, K_SEND = 3, M_JOIN = 0, M_LEAVE = 4;
 const MAX_ROOM_IDS = 4096, MAX_TIMERS = 100000;
 // Status bits of a JSON result: the hook returned a promise; promise jobs may be pending.
 const S_PROMISE = 1, S_JOBS = 2;
@@ -31,7 +32,7 @@ const toBase64 = Uint8Array.prototype.toBase64, fromBase64 = Uint8Array.fromBase
 const isView = ArrayBuffer.isView, PromiseThen = Promise.prototype.then;
 const NONE = {};                 // "no incoming message": never === a script's value
 
-const counts = new Map();        // room -> members, mirrored from the server (+ this call's own joins)
+const counts = new Map();        // room -> members, mirrored from the server; own joins/leaves count here
 const roomIds = new Map();       // room -> small int known to the Python side
 let nextRoomId = 0;
 // handle -> live session; a plain object: quickjs-ng's Map costs 1.3-2.4 us per set with integer
@@ -87,15 +88,19 @@ function parseHeaders(blob) {
 
 // ---- the session and room API (spec/websocket-session.txt) ----------------------------------
 
-let WebSocketRoom, newSession, exportAttrs, callOpen, callMessage, callMessageBinary, callClose, markClosed;
+let WebSocketRoom, newSession, exportAttrs, openSession, callMessage, callMessageBinary, callClose, markClosed;
 
+// Few fields, as each costs memory per idle session and time per handshake: #params is the query
+// (JSON or null) until first read, #headers the header blob. #rooms is null (no room), the name of
+// its one room (the common case: a Set costs a few hundred bytes), a Set, or false once the
+// session is dead (its onClose ran).
 class WebSocketSession {
-  #h; #id; #path; #addr; #query; #params = null; #headerBlob; #headers = null;
-  #attrs = null; #rooms = null; #open = true; #dead = false; #room = null; #roomName = NONE;
+  #h; #id; #path; #addr; #params; #headers;
+  #attrs = null; #rooms = null; #open = true; #room = null; #roomName = NONE;
 
   constructor(h, id, path, addr, query, headers) {
     this.#h = h; this.#id = id; this.#path = path; this.#addr = addr;
-    this.#query = query; this.#headerBlob = headers;
+    this.#params = query; this.#headers = headers;
   }
 
   get id() { return this.#id; }
@@ -128,14 +133,14 @@ class WebSocketSession {
 
   getParameter(name) {
     let p = this.#params;
-    if (p === null) { p = this.#params = this.#query ? parse(this.#query) : {}; this.#query = null; }
+    if (p === null || typeof p === "string") p = this.#params = p ? parse(p) : {};
     name = String(name);
     return hasOwn(p, name) ? p[name] : null;
   }
 
   getHeader(name) {
     let h = this.#headers;
-    if (h === null) { h = this.#headers = parseHeaders(this.#headerBlob); this.#headerBlob = null; }
+    if (typeof h === "string") h = this.#headers = parseHeaders(h);
     const v = h.get(String(name).toLowerCase());
     return v === undefined ? null : v;
   }
@@ -178,18 +183,21 @@ class WebSocketSession {
       constructor(s, n) { this.#s = s; this.#n = n; }
 
       join() {
-        const s = this.#s, n = this.#n;
-        if (s.#dead) return;
-        const rooms = s.#rooms ??= new Set();
-        if (rooms.has(n)) return;
-        rooms.add(n);
+        const s = this.#s, n = this.#n, rooms = s.#rooms;
+        if (rooms === null) s.#rooms = n;
+        else if (typeof rooms === "string") {
+          if (rooms === n) return;
+          s.#rooms = new Set([rooms, n]);
+        } else if (rooms === false || rooms.has(n)) return;
+        else rooms.add(n);
         counts.set(n, (counts.get(n) ?? 0) + 1);
         OUT.push(OP_JOIN, s.#h, n);
       }
 
       leave() {
         const s = this.#s, n = this.#n, rooms = s.#rooms;
-        if (s.#dead || rooms === null || !rooms.delete(n)) return;
+        if (rooms === n) s.#rooms = null;
+        else if (!rooms || typeof rooms === "string" || !rooms.delete(n)) return;
         const c = (counts.get(n) ?? 1) - 1;
         if (c > 0) counts.set(n, c); else counts.delete(n);
         OUT.push(OP_LEAVE, s.#h, n);
@@ -206,17 +214,23 @@ class WebSocketSession {
       get [Symbol.toStringTag]() { return "WebSocketRoom"; }
     };
 
+    // Reload: a live session of the replaced script, with its attributes and rooms (JSON).
     newSession = (h, id, path, addr, query, headers, attrs, rooms, open) => {
       const s = new WebSocketSession(h, id, path, addr, query, headers);
       if (attrs !== null) s.#attrs = new Map(Object.entries(parse(attrs)));
-      if (rooms !== null) s.#rooms = new Set(parse(rooms));
+      if (rooms !== null) {
+        const names = parse(rooms);
+        s.#rooms = names.length === 0 ? null : names.length === 1 ? names[0] : new Set(names);
+      }
       s.#open = open;
       byHandle[h] = s;
-      return s;
     };
 
-    // Reload: the attributes JSON can carry; the others are dropped with a warning.
-    exportAttrs = (s) => {
+    // Reload: the attributes JSON can carry; the others are dropped with a warning. null for a
+    // session whose onClose has run (no hook sees it again).
+    exportAttrs = (h) => {
+      const s = byHandle[h];
+      if (s === undefined) return null;
       const parts = [];
       if (s.#attrs !== null) {
         for (const [k, v] of s.#attrs) {
@@ -231,22 +245,31 @@ class WebSocketSession {
       return "{" + parts.join(",") + "}";
     };
 
-    callOpen = (s, sync) => {
-      if (sync !== null) applySync(sync);
-      curH = s.#h; curMsg = NONE;
-      return finish(hooks.onOpen(s));
+    // The session's object and its onOpen in one entry into the engine.
+    openSession = (h, id, path, addr, query, headers, sync, count) => {
+      if (sync !== null) applySync(sync, count);
+      const s = byHandle[h] = new WebSocketSession(h, id, path, addr, query, headers);
+      const f = hooks.onOpen;
+      if (f === undefined) return undefined;
+      curH = h; curMsg = NONE;
+      return finish(f(s));
     };
 
-    callMessage = (s, m, sync) => {
-      if (sync !== null) applySync(sync);
-      const h = curH = s.#h;
+    callMessage = (h, m, sync, count) => {
+      if (sync !== null) applySync(sync, count);
+      curH = h;
       curMsg = m;
-      const r = hooks.onMessage(s, m);
-      // The two commonest cases inline (finish() has them all): one broadcast of the message
-      // itself (a relay) or of a new text (the seed's chat), to a room that has an id.
+      const r = hooks.onMessage(byHandle[h], m);
+      // The commonest cases inline (finish() has them all): one send of the message itself (an
+      // echo), one broadcast of it (a relay) or of a new text (the seed's chat), to a room that
+      // has an id.
       if (r === undefined && flags === 0 && OUT[1] === h) {
         const n = OUT.length;
-        if (n === 4 && OUT[0] === OP_BCAST_MSG) {
+        if (n === 2 && OUT[0] === OP_SEND_MSG) {
+          OUT.length = 0;
+          curMsg = NONE;
+          return K_SEND;
+        } else if (n === 4 && OUT[0] === OP_BCAST_MSG) {
           const id = roomIds.get(OUT[2]);
           if (id !== undefined) {
             const code = (id << 2) | (OUT[3] ? K_EXCEPT : K_BCAST);
@@ -268,25 +291,28 @@ class WebSocketSession {
       return finish(r);
     };
 
-    callMessageBinary = (s, data, sync) => {
-      if (sync !== null) applySync(sync);
+    callMessageBinary = (h, data, sync, count) => {
+      if (sync !== null) applySync(sync, count);
       // curMsg stays NONE: a Uint8Array can be changed before it is sent on.
-      curH = s.#h; curMsg = NONE;
-      return finish(hooks.onMessage(s, fromBase64(data)));
+      curH = h; curMsg = NONE;
+      return finish(hooks.onMessage(byHandle[h], fromBase64(data)));
     };
 
     // After onClose returns the server removes the session from its rooms; it is dead from then.
-    callClose = (s, sync) => {
-      if (sync !== null) applySync(sync);
+    callClose = (h, sync, count) => {
+      if (sync !== null) applySync(sync, count);
+      const s = byHandle[h];
       s.#open = false;
-      curH = s.#h; curMsg = NONE;
+      curH = h; curMsg = NONE;
       let r;
       try {
         if (hooks.onClose !== undefined) r = hooks.onClose(s);
       } finally {
-        s.#dead = true;
-        s.#rooms = null;
-        delete byHandle[s.#h];
+        s.#rooms = false;
+        // The cached room points back at the session: without this cycle both are freed at once
+        // rather than by a garbage collection pass.
+        s.#room = null; s.#roomName = NONE;
+        delete byHandle[h];
       }
       return finish(r);
     };
@@ -298,8 +324,13 @@ class WebSocketSession {
   }
 }
 
-// [counts {room: n}, handles of sessions whose connection is closing]
-function applySync(sync) {
+// What changed in the server since the last call: one room's count (the room's name, count >= 0),
+// or as JSON (count < 0) [counts {room: n}, handles of sessions whose connection is closing].
+function applySync(sync, count) {
+  if (count >= 0) {
+    if (count > 0) counts.set(sync, count); else counts.delete(sync);
+    return;
+  }
   const [c, closed] = parse(sync);
   for (const room in c) {
     const n = c[room];
@@ -351,15 +382,18 @@ function finish(r) {
       return K_SEND;
     } else if (n === 3 && op === OP_SEND) {
       return short(K_SEND, OUT[2]);
+    } else if (n === 3 && (op === OP_JOIN || op === OP_LEAVE) && OUT[2].isWellFormed()) {
+      // A room name must arrive unchanged: one with a lone surrogate goes as JSON.
+      return short(op === OP_JOIN ? M_JOIN : M_LEAVE, OUT[2]);
     }
   }
   return general(0, 0);
 }
 
-// "code * 2**32 + length:text". The engine hands strings to Python as C strings, so a text with
-// a U+0000 arrives cut short: the Python side compares the length and then asks for it as JSON
-// (`refetch`). toWellFormed() replaces lone surrogates and flattens a rope (which the binding
-// cannot convert).
+// "code * 2**32 + length:text" (a message or a room name). The engine hands strings to Python as
+// C strings, so a text with a U+0000 arrives cut short: the Python side compares the length and
+// then asks for it as JSON (`refetch`). toWellFormed() replaces lone surrogates and flattens a
+// rope (which the binding cannot convert).
 function short(code, p) {
   OUT.length = 0;
   lastShort = p;
@@ -376,8 +410,8 @@ function general(status, pid) {
 }
 
 // Whatever is queued (after an error, promise jobs, a timer); undefined when nothing is.
-function drain(sync) {
-  if (sync !== null) applySync(sync);
+function drain(sync, count) {
+  if (sync !== null) applySync(sync, count);
   curMsg = NONE; curH = -1;
   if (OUT.length === 0 && flags === 0) return undefined;
   return general(0, 0);
@@ -447,15 +481,15 @@ function clearTimer(id) {
   if (timers.delete(id)) OUT.push(OP_CLEAR, id);
 }
 
-function fire(id, sync) {
-  if (sync !== null) applySync(sync);
+function fire(id, sync, count) {
+  if (sync !== null) applySync(sync, count);
   curMsg = NONE; curH = -1;
   const t = timers.get(id);
   if (t !== undefined) {
     if (t[2]) OUT.push(OP_TIMER, id, t[2]); else timers.delete(id);
     t[0](...t[1]);
   }
-  return drain(null);
+  return drain(null, 0);
 }
 
 function queueMicrotask(fn) {
@@ -534,13 +568,16 @@ function settled(p) {
   return () => state;
 }
 
+// Whether a session's object exists (openSession can fail before it is made).
+function known(h) { return byHandle[h] !== undefined; }
+
 function reset() { OUT.length = 0; flags = 0; curMsg = NONE; curH = -1; }
 
-function init(sync) { applySync(sync); }
+function init(sync) { applySync(sync, -1); }
 
 const api = {
-  callOpen, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
-  bindHooks, settled, reset, init, refetch,
+  openSession, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
+  bindHooks, settled, reset, init, refetch, known,
 };
 return (name) => api[name];
 })()

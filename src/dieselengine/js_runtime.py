@@ -11,11 +11,13 @@ are appended to an outbox in the context and executed here, in order, when the c
 What a script must read synchronously is mirrored into the context: the session's handshake
 data and attributes live there, and room member counts are pushed in before a call whenever
 they changed (`Hub.count_listeners`), while a script's own joins and leaves update its mirror at
-once. The outbox comes back as JSON in general; the commonest hooks (one broadcast or one send
-by the calling session) come back as an int or a "code:text" string, which keeps a relay call
-near the cost of entering the engine at all. The CPU-time limit is enforced by an interrupt
-handler rather than by the binding's `set_time_limit`, which reads the CPU clock on every entry
-(see "the CPU-time limit" below).
+once (and are not pushed back). The outbox comes back as JSON in general; the commonest hooks
+(one broadcast, send, join or leave by the calling session) come back as an int or a
+"code:text" string, which keeps a relay call near the cost of entering the engine at all. A
+session's object is made in the same entry into the engine as its onOpen call; Python knows it
+by its handle. The CPU-time limit is enforced by an interrupt handler rather than by the
+binding's `set_time_limit`, which reads the CPU clock on every entry (see "the CPU-time limit"
+below).
 
 Modules. quickjs-ng's Python binding has no module loader, so imports and exports are rewritten
 before evaluation: `import {a} from "./_util.js"` becomes a lookup of the already evaluated helper's
@@ -47,6 +49,7 @@ from .runtime import Hook, Script, ScriptError
 
 if TYPE_CHECKING:
     from .hub import Hub
+    from .request import Request
     from .session import Message, Session
 
 log = logging.getLogger("dieselengine")
@@ -63,6 +66,10 @@ _ARITY = {OP_SEND: 2, OP_SEND_BIN: 2, OP_SEND_MSG: 1, OP_CLOSE: 3, OP_JOIN: 2, O
           OP_BCAST: 4, OP_BCAST_BIN: 4, OP_BCAST_MSG: 3, OP_LOG: 2, OP_TIMER: 2, OP_CLEAR: 1,
           OP_SETTLE: 3, OP_ROOM_ID: 2}
 K_BCAST, K_EXCEPT, K_SEND = 1, 2, 3
+#: Kind 0 of a "code:text" result: a join of the room named by the text, or with this bit a leave.
+M_LEAVE = 4
+#: The arguments of an entry point when nothing changed since the last call (see _sync).
+_NO_SYNC: tuple[None, int] = (None, 0)
 S_PROMISE, S_JOBS = 1, 2
 #: Promise jobs run in one go before the rest wait for the next loop iteration.
 _MAX_JOBS = 10000
@@ -621,15 +628,27 @@ class _HubLink:
         #: alone (the Bus protocol cannot list them), and a script loaded later needs their counts.
         self.counts: dict[str, int] = {}
         self.scripts: list[JsScript] = []
+        #: The script whose join (own_delta 1) or leave (-1) is being applied: its context counted
+        #: it already, so the new count need not be sent back (see changed).
+        self.own: JsScript | None = None
+        self.own_delta = 0
         hub.count_listeners.append(self.changed)
 
     def changed(self, room: str, members: int) -> None:
+        counts = self.counts
+        old = counts.get(room, 0)
         if members:
-            self.counts[room] = members
+            counts[room] = members
         else:
-            self.counts.pop(room, None)
+            counts.pop(room, None)
+        own = self.own
         for script in self.scripts:
             dirty = script._dirty
+            # A room not pending for a script has its last known count in that script's context
+            # (the mirror is pushed, or moved by the script's own joins and leaves alongside it):
+            # when the script's own join or leave moved the count by just that, the mirror is right.
+            if script is own and members - old == self.own_delta and room not in dirty:
+                continue
             dirty[room] = members
             script._stale = True
             if len(dirty) == _MAX_DIRTY:
@@ -751,6 +770,7 @@ class JsScript:
         self._message: Any = None
         self._message_binary: Any = None
         self._open: Any = None
+        self._known: Any = None
         self._close: Any = None
         settings = hub.settings
         self._timeout = settings.script_timeout
@@ -828,8 +848,9 @@ class JsScript:
             mask = api("bindHooks")(modules[-1].id)
         except quickjs.JSException as exc:
             raise ScriptError(f"{self.path}: {str(exc).splitlines()[0]}") from None
-        self._flush(self._drain(None), None, None)
-        self._open = api("callOpen") if mask & 1 else None
+        self._flush(self._drain(None, 0), None, None)
+        self._open = api("openSession")
+        self._known = api("known")
         self._message = api("callMessage") if mask & 2 else None
         self._message_binary = api("callMessageBinary") if mask & 2 else None
         self._close = api("callClose")
@@ -859,16 +880,16 @@ class JsScript:
             state = session.runtime_state
             if self._message is None or state is None:
                 return None
-            sync = self._sync() if self._stale else None
+            sync, count = self._sync() if self._stale else _NO_SYNC
             self._entries += 1
             try:
                 if type(message) is str:
-                    result = self._message(state[0], message, sync)
+                    result = self._message(state, message, sync, count)
                 else:
-                    result = self._message_binary(state[0], base64.b64encode(message).decode("ascii"), sync)
+                    result = self._message_binary(state, base64.b64encode(message).decode("ascii"), sync, count)
             except quickjs.JSException as exc:
                 raise self._failed(exc, session, message) from None
-            # The common results first: nothing, one broadcast/send of the message, of a new text.
+            # The common results first: nothing, one broadcast/send of the message, one op with a text.
             if result is None:
                 pass
             elif type(result) is int:
@@ -878,7 +899,7 @@ class JsScript:
                     self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
                                        session if result & 3 == K_EXCEPT else None)
             elif result[0] != "[":
-                self._short(result, session)  # one send or broadcast of a new text
+                self._short(result, session)  # one send or broadcast of a new text, a join or a leave
             else:
                 return self._result(result, session, message)
             if self._tick_jobs:  # spares scripts without async code a call on the hottest path
@@ -889,45 +910,59 @@ class JsScript:
         return self._call_close(session)
 
     def _call_open(self, session: Session) -> Awaitable[object] | None:
+        """The session's object in the context and its onOpen, in one entry into the engine."""
         handle = self._next_handle = self._next_handle + 1
-        try:
-            js = self._js_session(session, handle, None, None, True)
-        except quickjs.JSException as exc:
-            raise self._failed(exc, session, None) from None
-        session.runtime_state = (js, handle)
+        session.runtime_state = handle
         self._live[handle] = session
-        if self._open is None:
-            return None
-        sync = self._sync() if self._stale else None
+        request = session.request
+        query, headers = self._handshake_data(request)
+        sync, count = self._sync() if self._stale else _NO_SYNC
         self._entries += 1
         try:
-            result = self._open(js, sync)
+            result = self._open(handle, session.id, request.path, request.remote_addr, query, headers, sync, count)
         except quickjs.JSException as exc:
-            raise self._failed(exc, session, None) from None
+            error = self._failed(exc, session, None)
+            self._entries += 1
+            try:
+                made = self._known(handle)
+            except quickjs.JSException:
+                made = False
+            if not made:  # it failed before onOpen (out of memory): the session has no object
+                self._live.pop(handle, None)
+                session.runtime_state = None
+            raise error from None
+        if result is None:
+            self._maybe_tick()
+            return None
         return self._result(result, session, None)
 
-    def _js_session(self, session: Session, handle: int, attrs: str | None, rooms: str | None, is_open: bool) -> Any:
-        """The session's object in this context: its handshake data, and on reload its attributes
-        (JSON) and rooms."""
-        request = session.request
+    def _handshake_data(self, request: Request) -> tuple[str | None, str]:
+        """The query (JSON) and headers a session's object carries, for scripts that read them."""
         query = None
         if request.query and self._wants_params:
             query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()})
         headers = "\n".join(f"{k}\0{v}" for k, v in request.headers.items()) if self._wants_headers else ""
-        self._entries += 1
-        return self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
-                                 attrs, rooms, is_open)
+        return query, headers
 
     def _call_close(self, session: Session) -> Awaitable[object] | None:
-        state = session.runtime_state
-        if state is None:
+        handle = session.runtime_state
+        if handle is None:
             return None
-        sync = self._sync() if self._stale else None
+        closed = self._closed
+        if closed and closed[-1] == handle:
+            # onClose marks its own session closed: no need to send the handle along.
+            closed.pop()
+            if not closed and not self._dirty:
+                self._stale = False
+        sync, count = self._sync() if self._stale else _NO_SYNC
         self._entries += 1
         try:
-            result = self._close(state[0], sync)
+            result = self._close(handle, sync, count)
         except quickjs.JSException as exc:
             raise self._failed(exc, session, None) from None
+        if result is None:
+            self._maybe_tick()
+            return None
         return self._result(result, session, None)
 
     def _result(self, result: Any, session: Session, message: Message | None) -> Awaitable[object] | None:
@@ -958,7 +993,8 @@ class JsScript:
         return future
 
     def _short(self, result: str, session: Session) -> None:
-        """One send or broadcast by the calling session of a new text: "code * 2**32 + length:text"."""
+        """One op of the calling session: "code * 2**32 + length:text", a send or broadcast of a new
+        text, or a join or leave of the room the text names."""
         head, _, text = result.partition(":")
         value = int(head)
         if len(text) != value & 0xFFFFFFFF:
@@ -967,8 +1003,23 @@ class JsScript:
         kind = code & 3
         if kind == K_SEND:
             session.send(text)
-        else:
+        elif kind:
             self.hub.broadcast(self._room_names[code >> 2], text, session if kind == K_EXCEPT else None)
+        elif code & M_LEAVE:
+            self._own(self.hub.leave, session, text, -1)
+        else:
+            self._own(self.hub.join, session, text, 1)
+
+    def _own(self, change: Callable[[Session, str], None], session: Session, room: str, delta: int) -> None:
+        """Apply a join or leave the script's context has counted already (see _HubLink.changed)."""
+        link = self._link
+        assert link is not None
+        link.own = self
+        link.own_delta = delta
+        try:
+            change(session, room)
+        finally:
+            link.own = None
 
     def _full_text(self, text: str, length: int) -> str:
         """The engine counts UTF-16 units, Python code points; when they differ by more than the
@@ -986,7 +1037,7 @@ class JsScript:
     def _flush_after_error(self, session: Session | None, message: Message | None) -> None:
         self._entries += 1
         try:
-            queued = self._drain(None)
+            queued = self._drain(None, 0)
         except quickjs.JSException:
             self._reset()  # out of memory even for that: drop what was queued
             return
@@ -1047,11 +1098,11 @@ class JsScript:
                 elif op == OP_JOIN:
                     target = live.get(args[0])
                     if target is not None:
-                        hub.join(target, args[1])
+                        self._own(hub.join, target, args[1], 1)
                 elif op == OP_LEAVE:
                     target = live.get(args[0])
                     if target is not None:
-                        hub.leave(target, args[1])
+                        self._own(hub.leave, target, args[1], -1)
                 elif op == OP_LOG:
                     self._log.log(args[0], "%s", self._lines.locate(args[1]) if "<input>:" in args[1] else args[1])
                 elif op == OP_TIMER:
@@ -1087,20 +1138,27 @@ class JsScript:
             except Exception:
                 self._log.exception("internal: outbox operation %r failed", op)
 
-    def _sync(self) -> str:
-        """Room counts changed since the last call (and sessions that started closing), as JSON."""
+    def _sync(self) -> tuple[str, int]:
+        """What changed since the last call: room counts and sessions that started closing. The
+        common case, one room's count, goes as (room, count), the rest as (JSON, -1)."""
         self._stale = False
-        text = json.dumps([self._dirty, self._closed])
+        dirty = self._dirty
+        if len(dirty) == 1 and not self._closed:
+            room, members = dirty.popitem()
+            if room.isascii():  # the binding cannot pass a lone surrogate, which JSON can
+                return room, members
+            dirty[room] = members
+        text = json.dumps([dirty, self._closed])
         self._dirty = {}
         self._closed = []
-        return text
+        return text, -1
 
     def _push_counts(self) -> None:
         if self._unloaded or not self._stale:
             return
         self._entries += 1
         try:
-            queued = self._drain(self._sync())
+            queued = self._drain(*self._sync())
         except quickjs.JSException as exc:
             self._log.error("internal: room counts could not be updated: %s", str(exc).splitlines()[0])
             return
@@ -1127,7 +1185,7 @@ class JsScript:
         ctx = self._ctx
         ran = 0
         if self._stale:
-            self._flush(self._drain(self._sync()), None, None)
+            self._flush(self._drain(*self._sync()), None, None)
         while True:
             self._entries += 1
             try:
@@ -1144,7 +1202,7 @@ class JsScript:
                 break
         if ran:
             try:
-                queued = self._drain(None)
+                queued = self._drain(None, 0)
             except quickjs.JSException:
                 self._reset()
                 return
@@ -1154,10 +1212,10 @@ class JsScript:
         if self._unloaded:
             return
         self._timers.pop(timer_id, None)
-        sync = self._sync() if self._stale else None
+        sync, count = self._sync() if self._stale else _NO_SYNC
         self._entries += 1
         try:
-            queued = self._fire_fn(timer_id, sync)
+            queued = self._fire_fn(timer_id, sync, count)
         except quickjs.JSException as exc:
             self.hub.stats.handler_errors += 1
             self._log.error("uncaught error in a timer callback\n%s", self._describe(str(exc)))
@@ -1201,39 +1259,43 @@ class JsScript:
         """Called once, when the session stops being open (server close, client close, lost
         connection): from the next call into the context its isOpen() reads false, including in
         an onMessage the dispatcher already had queued, and in timers."""
-        state = session.runtime_state
-        if state is not None and state[1] in self._live:
-            self._closed.append(state[1])
+        handle = session.runtime_state
+        if handle is not None and handle in self._live:
+            self._closed.append(handle)
             self._stale = True
 
     def release(self, session: Session) -> None:
-        state = session.runtime_state
-        if state is not None:
-            self._live.pop(state[1], None)
+        handle = session.runtime_state
+        if handle is not None:
+            self._live.pop(handle, None)
             session.runtime_state = None
 
     def adopt(self, old: Script, sessions: Iterable[Session]) -> None:
         """Reload: recreate each live session in this context with its attributes (as JSON) and
         rooms (which live in the hub and are untouched)."""
         for session in sessions:
-            state = session.runtime_state
+            old_handle = session.runtime_state
             attrs = None
-            if isinstance(old, JsScript) and state is not None and old._ctx is not None:
+            if isinstance(old, JsScript) and old_handle is not None and old._ctx is not None:
                 try:
-                    attrs = old._export_attrs(state[0])
-                    old._flush(old._drain(None), None, None)
+                    attrs = old._export_attrs(old_handle)
+                    old._flush(old._drain(None, 0), None, None)
                 except quickjs.JSException as exc:
                     self._log.warning("reload: the attributes of session %s are lost: %s", session.id,
                                       str(exc).splitlines()[0])
             handle = self._next_handle = self._next_handle + 1
             rooms = json.dumps(sorted(room.name for room in session.rooms))
+            request = session.request
+            query, headers = self._handshake_data(request)
+            self._entries += 1
             try:
-                js = self._js_session(session, handle, attrs, rooms, session.is_open())
+                self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
+                                  attrs, rooms, session.is_open())
             except quickjs.JSException as exc:
                 self._log.error("reload: session %s cannot be carried over: %s", session.id, self._describe(str(exc)))
                 session.runtime_state = None
                 continue
-            session.runtime_state = (js, handle)
+            session.runtime_state = handle
             self._live[handle] = session
 
     def unload(self) -> None:
@@ -1255,5 +1317,5 @@ class JsScript:
                 _engine.JS_SetInterruptHandler(self._runtime, _INTERRUPT_HANDLER(), None)
         self._live.clear()
         self._ctx = None
-        self._api = self._new_session = self._export_attrs = self._drain = self._fire_fn = None
+        self._api = self._new_session = self._export_attrs = self._drain = self._fire_fn = self._known = None
         self._open = self._message = self._message_binary = self._close = None
