@@ -7,9 +7,10 @@ the server, was the limit. Every scenario gets a fresh server process so RSS fig
 
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
                         [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py]
-                        [--quick]
+                        [--quick] [--repeat 3]
 
-Writes bench/results/latest.md (and latest.json with every raw generator line).
+Echo and each idle step run --repeat times on fresh servers and report the median with its
+range, so a ratio can be told from noise. Writes bench/results/latest.md (and latest.json with every raw generator line).
 """
 
 from __future__ import annotations
@@ -359,6 +360,8 @@ class LoadGen:
 class Ctx:
     exe: Path
     quick: bool
+    #: Fresh-server repetitions of echo and of each idle step (the median is reported, with the range).
+    repeat: int
     log_dir: Path
     raw: list[dict[str, Any]] = field(default_factory=list)
     fanout_max: dict[str, float] = field(default_factory=dict)
@@ -448,8 +451,19 @@ def fanout_result(good: float, steps: list[dict[str, Any]], at70: dict[str, Any]
             "max_step": best, "at70": at70, "steps": steps}
 
 
+def median_of(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median `key`, carrying the range of `key` over all runs: the noise that a
+    ratio between two servers must exceed to mean anything."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    return dict(ordered[(len(ordered) - 1) // 2], runs=len(runs), low=ordered[0][key], high=ordered[-1][key])
+
+
 def scenario_echo(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     """100 connections, closed loop: each sends its next message when the echo arrives."""
+    return median_of([_echo_once(ctx, sdef) for _ in range(ctx.repeat)], "messages_per_s")
+
+
+def _echo_once(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     with Server(sdef, ctx.log_dir) as srv:
         lg = LoadGen(ctx.exe, sdef, "echo", "echo", conns=100, duration=3 if ctx.quick else 6, warmup=1)
         try:
@@ -470,27 +484,28 @@ def fd_cap() -> int:
 def scenario_idle(ctx: Ctx, sdef: ServerDef) -> list[dict[str, Any]]:
     """N idle connections to /ws/echo (no room): RSS per connection and handshakes per second."""
     wanted = [10000] if ctx.quick else [10000, 100000]
-    out = []
-    for n in wanted:
-        conns = min(n, fd_cap())
-        with Server(sdef, ctx.log_dir) as srv:
-            before = srv.rss()
-            meter = CpuMeter(srv)
-            lg = LoadGen(ctx.exe, sdef, "idle", "echo", conns=conns, conc=256, timeout=30)
-            try:
-                rec = lg.read(300)
-                rec.update(meter.per_op(rec["established"]))
-                time.sleep(1.0)
-                after = srv.rss()
-            finally:
-                lg.close()
-        est = rec["established"]
-        out.append({"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
-                    "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": before,
-                    "rss_after_kib": after, "kib_per_conn": (after - before) / est if est else None,
-                    "gen_cpu_s": rec["gen_cpu_s"], "seconds": rec["seconds"], "capped": conns < n,
-                    "server_user_us": rec["server_user_us"], "server_sys_us": rec["server_sys_us"]})
-    return out
+    return [median_of([_idle_once(ctx, sdef, n) for _ in range(ctx.repeat)], "handshakes_per_s") for n in wanted]
+
+
+def _idle_once(ctx: Ctx, sdef: ServerDef, n: int) -> dict[str, Any]:
+    conns = min(n, fd_cap())
+    with Server(sdef, ctx.log_dir) as srv:
+        before = srv.rss()
+        meter = CpuMeter(srv)
+        lg = LoadGen(ctx.exe, sdef, "idle", "echo", conns=conns, conc=256, timeout=30)
+        try:
+            rec = lg.read(300)
+            rec.update(meter.per_op(rec["established"]))
+            time.sleep(1.0)
+            after = srv.rss()
+        finally:
+            lg.close()
+    est = rec["established"]
+    return {"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
+            "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": before,
+            "rss_after_kib": after, "kib_per_conn": (after - before) / est if est else None,
+            "gen_cpu_s": rec["gen_cpu_s"], "seconds": rec["seconds"], "capped": conns < n,
+            "server_user_us": rec["server_user_us"], "server_sys_us": rec["server_sys_us"]}
 
 
 def scenario_slow(ctx: Ctx, sdef: ServerDef, rate: float) -> dict[str, Any]:
@@ -607,6 +622,13 @@ def gen_flag(frac: float | None) -> str:
     return f"{frac * 100:.0f}%" + (" (!)" if frac and frac > 0.9 else "") if frac is not None else "-"
 
 
+def spread(r: dict[str, Any]) -> str:
+    """` (low-high)` over the repetitions of a median figure; nothing for a single run."""
+    if r.get("runs", 1) < 2:
+        return ""
+    return f" ({fmt(r['low'])}-{fmt(r['high'])})"
+
+
 def cpu_cells(r: dict[str, Any]) -> str:
     """`server CPU | user us | kernel us` cells: how busy the server's core was, and its CPU per
     operation split between its own code and the kernel."""
@@ -659,17 +681,20 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
         bun = cell("bun", "echo")
         ref = bun["messages_per_s"] if isinstance(bun, dict) else None
         md += ["## Echo: 100 connections, closed loop", "",
+               "Each server measured on fresh servers --repeat times: the run with the median rate, and "
+               "the range of the rates in brackets.", "",
                "| server | messages/s | x Bun | p50 | p99 | gen CPU | server CPU | user us/msg | kernel us/msg |",
                "|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows("echo", 9):
-            md.append(f"| {name} | {fmt(r['messages_per_s'])} | {ratio(r['messages_per_s'], ref)} | "
+            md.append(f"| {name} | {fmt(r['messages_per_s'])}{spread(r)} | {ratio(r['messages_per_s'], ref)} | "
                       f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {gen_flag(r['gen_cpu_frac'])} | {cpu_cells(r)} |")
         md.append("")
     if "idle" in scenarios:
         bun = cell("bun", "idle")
         md += ["## Idle connections (to /ws/echo, no room)", "",
                "RSS of the server's process tree after minus before, divided by the connections held. "
-               "Gen CPU and us per handshake are over the whole connect phase.", "",
+               "Gen CPU and us per handshake are over the whole connect phase. Each step measured on fresh servers "
+               "--repeat times: the run with the median handshake rate, the range of the rates in brackets.", "",
                "| server | connections | KiB per conn | x Bun (less is better) | handshakes/s | x Bun | gen CPU "
                "| user us/handshake | kernel us/handshake |",
                "|---|---|---|---|---|---|---|---|---|"]
@@ -681,7 +706,7 @@ def render(results: dict[str, dict[str, Any]], servers: list[str], scenarios: li
                     conns += f", {r['failed']} failed"
                 md.append(f"| {name} | {conns} | {fmt(r['kib_per_conn'], 1)} | "
                           f"{ratio(r['kib_per_conn'], b.get('kib_per_conn'), True)} | "
-                          f"{fmt(r['handshakes_per_s'])} | {ratio(r['handshakes_per_s'], b.get('handshakes_per_s'))} | "
+                          f"{fmt(r['handshakes_per_s'])}{spread(r)} | {ratio(r['handshakes_per_s'], b.get('handshakes_per_s'))} | "
                           f"{gen_flag(r['gen_cpu_s'] / r['seconds'] if r.get('seconds') else None)} | "
                           f"{fmt(r.get('server_user_us'), 1)} | {fmt(r.get('server_sys_us'), 1)} |")
         md.append("")
@@ -768,6 +793,8 @@ def main() -> int:
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     ap.add_argument("--servers", default=",".join(ALL_SERVERS))
     ap.add_argument("--quick", action="store_true", help="short steps, 10k idle / churn (about 5 min)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="fresh-server runs of echo and of each idle step; the median is reported with the range")
     ap.add_argument("--slow-rate", type=float, default=500.0,
                     help="offered msgs/s in the slow-consumer scenario, the same for every server")
     ap.add_argument("--out", default=str(RESULTS / "latest.md"))
@@ -785,7 +812,7 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     log_dir = RESULTS / "logs"
     log_dir.mkdir(exist_ok=True)
-    ctx = Ctx(exe=build_loadgen(), quick=args.quick, log_dir=log_dir)
+    ctx = Ctx(exe=build_loadgen(), quick=args.quick, repeat=max(1, args.repeat), log_dir=log_dir)
     results: dict[str, dict[str, Any]] = {}
     t_all = time.monotonic()
     contention: list[str] = []
