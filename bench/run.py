@@ -489,23 +489,32 @@ def scenario_idle(ctx: Ctx, sdef: ServerDef) -> list[dict[str, Any]]:
 
 def _idle_once(ctx: Ctx, sdef: ServerDef, n: int) -> dict[str, Any]:
     conns = min(n, fd_cap())
+    rec = measured_load(ctx, sdef, "idle", "echo", "established", 300, conns=conns, conc=256, timeout=30)
+    est = rec["established"]
+    return {"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
+            "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": rec["rss_before_kib"],
+            "rss_after_kib": rec["rss_after_kib"],
+            "kib_per_conn": (rec["rss_after_kib"] - rec["rss_before_kib"]) / est if est else None,
+            "gen_cpu_s": rec["gen_cpu_s"], "seconds": rec["seconds"], "capped": conns < n,
+            "server_user_us": rec["server_user_us"], "server_sys_us": rec["server_sys_us"]}
+
+
+def measured_load(ctx: Ctx, sdef: ServerDef, mode: str, route: str, count: str, wait: float,
+                  **opts: Any) -> dict[str, Any]:
+    """One generator run on a fresh server: its record, plus the server's CPU per operation (the
+    record's `count` field) and its RSS before the load and one second after it finished."""
     with Server(sdef, ctx.log_dir) as srv:
         before = srv.rss()
         meter = CpuMeter(srv)
-        lg = LoadGen(ctx.exe, sdef, "idle", "echo", conns=conns, conc=256, timeout=30)
+        lg = LoadGen(ctx.exe, sdef, mode, route, **opts)
         try:
-            rec = lg.read(300)
-            rec.update(meter.per_op(rec["established"]))
+            rec = lg.read(wait)
+            rec.update(meter.per_op(rec[count]))
             time.sleep(1.0)
-            after = srv.rss()
+            rec.update(rss_before_kib=before, rss_after_kib=srv.rss())
         finally:
             lg.close()
-    est = rec["established"]
-    return {"wanted": n, "conns": conns, "established": est, "failed": rec["failed"],
-            "handshakes_per_s": rec["handshakes_per_s"], "rss_before_kib": before,
-            "rss_after_kib": after, "kib_per_conn": (after - before) / est if est else None,
-            "gen_cpu_s": rec["gen_cpu_s"], "seconds": rec["seconds"], "capped": conns < n,
-            "server_user_us": rec["server_user_us"], "server_sys_us": rec["server_sys_us"]}
+    return rec
 
 
 def scenario_slow(ctx: Ctx, sdef: ServerDef, rate: float) -> dict[str, Any]:
@@ -557,18 +566,7 @@ def scenario_slow(ctx: Ctx, sdef: ServerDef, rate: float) -> dict[str, Any]:
 def scenario_churn(ctx: Ctx, sdef: ServerDef) -> dict[str, Any]:
     """connect / handshake (join on open) / close cycles on /ws/chat, 100 at a time."""
     cycles = 10000 if ctx.quick else 100000
-    with Server(sdef, ctx.log_dir) as srv:
-        before = srv.rss()
-        meter = CpuMeter(srv)
-        lg = LoadGen(ctx.exe, sdef, "churn", "chat", cycles=cycles, conc=100, timeout=10)
-        try:
-            rec = lg.read(600)
-            rec.update(meter.per_op(rec["cycles"]))
-        finally:
-            lg.close()
-        time.sleep(1.0)
-        rec.update(rss_before_kib=before, rss_after_kib=srv.rss())
-    return rec
+    return measured_load(ctx, sdef, "churn", "chat", "cycles", 600, cycles=cycles, conc=100, timeout=10)
 
 
 def cpu_busy(interval: float = 0.5) -> float:
