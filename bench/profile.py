@@ -5,6 +5,10 @@ included (system calls show as `write`, `read`, `epoll_pwait`...).
 
 The server runs on core 0, the generator on core 1, as in bench/run.py; prints the frames with the
 most samples of their own, then the dieselengine frames by inclusive share.
+
+Use it for which Python function, not for how much is kernel: py-spy charges samples to the
+innermost native frame, which overstated `read`/`write` (83-93 % against the 55-60 % kernel time
+that /proc and `perf record -e cpu-clock` show). bench/run.py reports the user / kernel split.
 """
 
 from __future__ import annotations
