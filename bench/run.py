@@ -6,7 +6,7 @@ for a core and the generator's own CPU time (it reports getrusage) shows whether
 the server, was the limit. Every scenario gets a fresh server process so RSS figures start clean.
 
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
-                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py]
+                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,uvloop-floor]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
