@@ -6,7 +6,7 @@ for a core and the generator's own CPU time (it reports getrusage) shows whether
 the server, was the limit. Every scenario gets a fresh server process so RSS figures start clean.
 
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
-                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,uvloop-floor]
+                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,uvloop-floor,c-floor,c-floor-py,c-floor-js]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
@@ -45,7 +45,8 @@ P99_LIMIT_MS = 50.0
 SLOW_SIZE = 1024
 SIO_QUERY = "?EIO=4&transport=websocket&route="
 ALL_SCENARIOS = ["fanout", "echo", "idle", "slow", "churn"]
-ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py", "uvloop-floor"]
+ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py", "uvloop-floor",
+               "c-floor", "c-floor-py", "c-floor-js"]
 PY_DEPS = {"socketio": "python-socketio", "uvicorn": "uvicorn", "websockets": "websockets",
            "uvloop": "uvloop", "httptools": "httptools"}  # uvicorn ws="websockets-sansio" needs websockets >= 13
 
@@ -132,6 +133,10 @@ SERVER_DEFS: dict[str, ServerDef] = {
     "uvloop-floor": ServerDef("uvloop-floor",
                               lambda p: [sys.executable, str(SERVERS_DIR / "uvloop_floor.py"), str(p)],
                               needs=need_py_peers, scenarios=frozenset({"echo", "idle"})),
+    # Not peers: echo over a transport in C, the handler in C, Python or JS (servers/c_floor.c).
+    **{name: ServerDef(name, lambda p, kind=kind: [sys.executable, str(SERVERS_DIR / "c_floor.py"), str(p), kind],
+                       scenarios=frozenset({"echo", "idle"} if kind == "none" else {"echo"}))
+       for name, kind in (("c-floor", "none"), ("c-floor-py", "python"), ("c-floor-js", "js"))},
 }
 
 
