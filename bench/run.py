@@ -10,7 +10,8 @@ the server, was the limit. Every scenario gets a fresh server process so RSS fig
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
-range, so a ratio can be told from noise. Writes bench/results/latest.md (and latest.json with every raw generator line).
+range, so a ratio can be told from noise. Writes bench/results/latest.md (and latest.json with
+every raw generator line).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ServerDef:
     port: int = 0
     core: str | None = SERVER_CORE  # taskset core list, None = left to the scheduler
     node_path: Path = PEERS / "node_modules"
-    #: Scenarios it takes part in (None: all); the floor reference has no rooms, so echo and idle only.
+    #: Scenarios it takes part in (None: all): the reference servers have no rooms.
     scenarios: frozenset[str] | None = None
 
     def route(self, name: str) -> tuple[str, str]:
