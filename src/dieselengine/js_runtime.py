@@ -365,19 +365,9 @@ class _Rewriter:
             namespace = self.tok(j).value
             j += 1
         elif tok.value == "{":
-            j += 1
-            while self.tok(j).value != "}":
-                imported = self.tok(j)
-                j += 1
-                local = imported.value
-                if self.tok(j).value == "as":
-                    local = self.tok(j + 1).value
-                    j += 2
-                name = imported.value[1:-1] if imported.kind == "str" else imported.value
-                named.append((name, local))
-                if self.tok(j).value == ",":
-                    j += 1
-            j += 1
+            pairs, j = self.braces(j + 1)
+            named = [(imported.value[1:-1] if imported.kind == "str" else imported.value, local)
+                     for imported, local in pairs]
         j = self.expect(j, "from")
         dep, spec = self.specifier(j)
         end = self.statement_end(j + 1)
@@ -394,6 +384,22 @@ class _Rewriter:
             code = f"const {{{', '.join(parts)}}} = {call};"
         self.replace(start, self.toks[end - 1].end, code)
         return end
+
+    def braces(self, j: int) -> tuple[list[tuple[_Tok, str]], int]:
+        """The `a, b as c, ...}` of an import or export list, from the token after `{`: (first
+        token, the name after `as` or else the first's) pairs, and the index after `}`."""
+        pairs: list[tuple[_Tok, str]] = []
+        while self.tok(j).value != "}":
+            first = self.tok(j)
+            j += 1
+            second = first.value
+            if self.tok(j).value == "as":
+                second = self.tok(j + 1).value
+                j += 2
+            pairs.append((first, second))
+            if self.tok(j).value == ",":
+                j += 1
+        return pairs, j + 1
 
     # -- export ----------------------------------------------------------------------------------
 
@@ -420,21 +426,8 @@ class _Rewriter:
             self.blank(export)
             return self.declarators(j + 1)
         if tok.value == "{":
-            k = j + 1
-            pairs: list[tuple[str, str]] = []
-            while self.tok(k).value != "}":
-                local = self.tok(k)
-                k += 1
-                exported = local.value
-                if self.tok(k).value == "as":
-                    exported = self.tok(k + 1).value
-                    k += 2
-                if exported[0] in "\"'":
-                    exported = exported[1:-1]
-                pairs.append((local.value, exported))
-                if self.tok(k).value == ",":
-                    k += 1
-            k += 1
+            listed, k = self.braces(j + 1)
+            pairs = [(local.value, exported[1:-1] if exported[0] in "\"'" else exported) for local, exported in listed]
             if k < len(self.toks) and self.toks[k].value == "from":
                 dep, _ = self.specifier(k + 1)
                 index = len(self.reexport_deps)
