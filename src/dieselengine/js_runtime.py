@@ -11,7 +11,7 @@ are appended to an outbox in the context and executed here, in order, when the c
 What a script must read synchronously is mirrored into the context: the session's handshake
 data and attributes live there, and room member counts are pushed in before a call whenever
 they changed (`Hub.count_listeners`), while a script's own joins and leaves update its mirror at
-once (and are not pushed back). The outbox comes back as JSON in general; the commonest hooks
+once. The outbox comes back as JSON in general; the commonest hooks
 (one broadcast, send, join or leave by the calling session) come back as an int or a
 "code:text" string, which keeps a relay call near the cost of entering the engine at all. A
 session's object is made in the same entry into the engine as its onOpen call; Python knows it
@@ -621,27 +621,15 @@ class _HubLink:
         #: alone (the Bus protocol cannot list them), and a script loaded later needs their counts.
         self.counts: dict[str, int] = {}
         self.scripts: list[JsScript] = []
-        #: The script whose join (own_delta 1) or leave (-1) is being applied: its context counted
-        #: it already, so the new count need not be sent back (see changed).
-        self.own: JsScript | None = None
-        self.own_delta = 0
         hub.count_listeners.append(self.changed)
 
     def changed(self, room: str, members: int) -> None:
-        counts = self.counts
-        old = counts.get(room, 0)
         if members:
-            counts[room] = members
+            self.counts[room] = members
         else:
-            counts.pop(room, None)
-        own = self.own
+            self.counts.pop(room, None)
         for script in self.scripts:
             dirty = script._dirty
-            # A room not pending for a script has its last known count in that script's context
-            # (the mirror is pushed, or moved by the script's own joins and leaves alongside it):
-            # when the script's own join or leave moved the count by just that, the mirror is right.
-            if script is own and members - old == self.own_delta and room not in dirty:
-                continue
             dirty[room] = members
             script._stale = True
             if len(dirty) == _MAX_DIRTY:
@@ -999,20 +987,9 @@ class JsScript:
         elif kind:
             self.hub.broadcast(self._room_names[code >> 2], text, session if kind == K_EXCEPT else None)
         elif code & M_LEAVE:
-            self._own(self.hub.leave, session, text, -1)
+            self.hub.leave(session, text)
         else:
-            self._own(self.hub.join, session, text, 1)
-
-    def _own(self, change: Callable[[Session, str], None], session: Session, room: str, delta: int) -> None:
-        """Apply a join or leave the script's context has counted already (see _HubLink.changed)."""
-        link = self._link
-        assert link is not None
-        link.own = self
-        link.own_delta = delta
-        try:
-            change(session, room)
-        finally:
-            link.own = None
+            self.hub.join(session, text)
 
     def _full_text(self, text: str, length: int) -> str:
         """The engine counts UTF-16 units, Python code points; when they differ by more than the
@@ -1091,11 +1068,11 @@ class JsScript:
                 elif op == OP_JOIN:
                     target = live.get(args[0])
                     if target is not None:
-                        self._own(hub.join, target, args[1], 1)
+                        hub.join(target, args[1])
                 elif op == OP_LEAVE:
                     target = live.get(args[0])
                     if target is not None:
-                        self._own(hub.leave, target, args[1], -1)
+                        hub.leave(target, args[1])
                 elif op == OP_LOG:
                     self._log.log(args[0], "%s", self._lines.locate(args[1]) if "<input>:" in args[1] else args[1])
                 elif op == OP_TIMER:
