@@ -1113,13 +1113,12 @@ class JsScript:
         common case, one room's count, goes as (room, count), the rest as (JSON, -1)."""
         self._stale = False
         dirty = self._dirty
+        self._dirty = {}
         if len(dirty) == 1 and not self._closed:
-            room, members = dirty.popitem()
+            ((room, members),) = dirty.items()
             if room.isascii():  # the binding cannot pass a lone surrogate, which JSON can
                 return room, members
-            dirty[room] = members
         text = json.dumps([dirty, self._closed])
-        self._dirty = {}
         self._closed = []
         return text, -1
 
