@@ -16,7 +16,7 @@ from .routing import Router
 from .runtime import ScriptError
 from .settings import Settings
 from .stats import Stats
-from .transport import ServerContext, WebSocketProtocol
+from .transport import Transport, listen_socket
 
 log = logging.getLogger("dieselengine")
 
@@ -53,23 +53,23 @@ class Server:
 
         _tune_gc()
         endpoints = Endpoints(settings, router, hub)
-        context = ServerContext(dispatcher, endpoints, settings)
-        listen = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-        server = await loop.create_server(lambda: WebSocketProtocol(context), backlog=4096, **listen)
+        if sock is None:
+            sock = listen_socket(settings.host, settings.port)
+        transport = Transport(sock, dispatcher, endpoints, settings)
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(context))]
+        tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(transport))]
         if settings.reload:
             tasks.append(asyncio.create_task(watch(router)))
-        address = server.sockets[0].getsockname()
-        log.info("dieselengine serving %d route(s) on http://%s:%d: %s", len(router.routes), address[0],
-                 address[1], ", ".join(sorted(router.routes)))
+        host, port = transport.address()
+        log.info("dieselengine serving %d route(s) on http://%s:%d: %s", len(router.routes), host, port,
+                 ", ".join(sorted(router.routes)))
 
         await stopping.wait()
         log.info("shutting down: closing %d session(s) with 1001", len(hub.sessions))
         endpoints.serving = False
-        server.close()
+        transport.stop_accepting()
         for task in tasks:
             task.cancel()
         await self._close_sessions(hub, dispatcher)
@@ -88,11 +88,13 @@ class Server:
             for session in list(hub.sessions.values()):
                 session.conn.keepalive()
 
-    async def _handshake_deadlines(self, context: ServerContext) -> None:
+    async def _handshake_deadlines(self, transport: Transport) -> None:
+        """One sweep for every connection still in its handshake (and a retry of accepting, if file
+        descriptors ran out) rather than a timer per connection."""
         interval = min(1.0, self.settings.handshake_timeout / 4)
         while True:
             await asyncio.sleep(interval)
-            context.drop_late_handshakes()
+            transport.wire.sweep()
 
     async def _close_sessions(self, hub: Hub, dispatcher: Dispatcher) -> None:
         """Close every session with 1001 and let every `on_close` run, all within one deadline

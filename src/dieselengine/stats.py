@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class WireCounters(Protocol):
+    """The transport's own counters, kept in C (`_wire.Wire`)."""
+
+    bytes_in: int
+    bytes_out: int
+
 
 class Stats:
     """Counters kept as plain ints and floats: a Prometheus metric object per increment costs
-    about a microsecond, which the per-message path cannot afford."""
+    about a microsecond, which the per-message path cannot afford. Byte counts are the wire's."""
 
     __slots__ = (
         "sessions_opened",
         "sessions_closed",
         "messages_in",
-        "bytes_in",
         "frames_out",
-        "bytes_out",
         "handler_calls",
         "handler_errors",
         "handler_seconds",
         "slow_consumer_closes",
         "protocol_closes",
+        "wire",
     )
 
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
         self.handler_seconds = 0.0
+        self.wire: WireCounters | None = None
+
+    @property
+    def bytes_in(self) -> int:
+        return self.wire.bytes_in if self.wire is not None else 0
+
+    @property
+    def bytes_out(self) -> int:
+        return self.wire.bytes_out if self.wire is not None else 0

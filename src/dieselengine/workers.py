@@ -39,23 +39,6 @@ RESTART_MIN = 0.1
 RESTART_MAX = 5.0
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening socket with SO_REUSEPORT, so sibling workers can bind the same port."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(4096)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _worker_main(settings: Settings, index: int) -> None:
     """The body of one worker process (forked): serve until SIGTERM, exit with the server's status."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -64,9 +47,10 @@ def _worker_main(settings: Settings, index: int) -> None:
     import uvloop
 
     from .server import Server
+    from .transport import listen_socket
 
     try:
-        sock = listen_socket(settings.host, settings.port)
+        sock = listen_socket(settings.host, settings.port, reuse_port=True)
     except OSError as exc:
         log.error("worker %d: cannot listen on %s:%d: %s", index, settings.host, settings.port, exc)
         sys.exit(1)

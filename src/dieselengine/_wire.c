@@ -1,0 +1,843 @@
+/* The WebSocket wire in C: accept, request heads, frames, writes and backpressure.
+ *
+ * Why C (bench/RESULTS.md): the kernel takes 6-7 us of every echoed message whatever the server,
+ * and 1.5x Node's rate leaves about 1 us for the rest. uvloop's callbacks and a frame parser in
+ * Python took 1.4-1.9 us of that before any handler ran.
+ *
+ * One epoll set holds the listening socket and every connection. The asyncio loop watches the
+ * epoll descriptor as a single reader and calls `Wire.poll`, which handles what is ready without
+ * blocking (level-triggered, one read per ready connection per poll, so no client starves the
+ * others). Python is entered once per request head (routing and the 101), once per message (the
+ * dispatcher, with the session), and on the rare paths: a protocol error, a lost connection.
+ *
+ * A `Conn` is one TCP connection and implements the core's `session.Connection`. It holds no
+ * buffer while idle: bytes are parsed where they were read, and only the tail of an unfinished
+ * frame, the parts of a fragmented message, or bytes the kernel would not take yet are kept.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_SIZE 65536
+#define MAX_EVENTS 512
+/* Connections accepted per readiness of the listening socket, so a connect storm cannot starve
+ * the connections already open. */
+#define ACCEPT_BATCH 128
+
+/* HANDSHAKE: reading the request head. OPEN. CLOSING: the server sent its close frame and waits
+ * for the client's. SHUT: reading stopped; the socket closes once queued bytes are written.
+ * GONE: the socket is closed. */
+enum { HANDSHAKE, OPEN, CLOSING, SHUT, GONE };
+
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+} buffer_t;
+
+static int buffer_append(buffer_t *b, const unsigned char *data, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *grown = realloc(b->data, cap);
+        if (grown == NULL) return -1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static void buffer_free(buffer_t *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+typedef struct Wire Wire;
+
+typedef struct Conn {
+    PyObject_HEAD
+    Wire *wire;
+    int fd;
+    unsigned char state, reading, alive, pinged, in_parts, parts_text;
+    uint32_t events;
+    PyObject *session;
+    /* The asyncio timer that aborts a close the client does not complete. */
+    PyObject *timer;
+    /* The unparsed tail, the parts of a fragmented message, bytes not yet written (from out_at). */
+    buffer_t in, parts, out;
+    size_t out_at;
+    /* While in HANDSHAKE: the deadline, and the list of handshaking connections, oldest first. */
+    double deadline;
+    struct Conn *prev, *next;
+} Conn;
+
+struct Wire {
+    PyObject_HEAD
+    int ep, listener, accepting;
+    PyObject *on_head, *on_message, *on_lost, *on_failed, *call_soon, *call_later, *log;
+    Py_ssize_t max_message, max_head;
+    double handshake_timeout, close_timeout;
+    Conn *first, *last;
+    unsigned long long bytes_in, bytes_out;
+    Py_ssize_t connections;
+};
+
+static PyTypeObject ConnType, WireType;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A Python callback failed: that is a bug in our Python side, reported without stopping the wire. */
+static void report(PyObject *where) {
+    PyErr_WriteUnraisable(where);
+}
+
+static void log_message(Wire *w, const char *level, PyObject *message) {
+    if (message == NULL) {
+        report(w->log);
+        return;
+    }
+    PyObject *result = PyObject_CallMethod(w->log, level, "sO", "%s", message);
+    Py_DECREF(message);
+    if (result == NULL) report(w->log);
+    Py_XDECREF(result);
+}
+
+/* -- the handshaking list: deadlines are the accept time plus one timeout, so oldest first ---- */
+
+static void handshaking_add(Wire *w, Conn *c) {
+    c->deadline = now() + w->handshake_timeout;
+    c->prev = w->last;
+    c->next = NULL;
+    if (w->last) w->last->next = c;
+    else w->first = c;
+    w->last = c;
+}
+
+static void handshaking_remove(Conn *c) {
+    Wire *w = c->wire;
+    if (c->prev == NULL && w->first != c) return;  /* not in the list */
+    if (c->prev) c->prev->next = c->next;
+    else w->first = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else w->last = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* -- the epoll set ------------------------------------------------------------------------- */
+
+static void listen_again(Wire *w) {
+    if (w->accepting || w->listener < 0) return;
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->listener, &e) == 0) w->accepting = 1;
+}
+
+static void watch(Conn *c) {
+    uint32_t events = (c->reading ? EPOLLIN : 0) | (c->out.len > c->out_at ? EPOLLOUT : 0);
+    if (events == c->events || c->state == GONE) return;
+    struct epoll_event e = {.events = events, .data.ptr = c};
+    epoll_ctl(c->wire->ep, EPOLL_CTL_MOD, c->fd, &e);
+    c->events = events;
+}
+
+/* The socket is closed. The session hears of it now (`direct`, from the poll) or on the next loop
+ * iteration (from a method Python called, which may be in the middle of a handler). Drops the
+ * epoll set's reference: callers hold their own. */
+static void conn_gone(Conn *c, int direct) {
+    if (c->state == GONE) return;
+    Wire *w = c->wire;
+    c->state = GONE;
+    c->reading = 0;
+    handshaking_remove(c);
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    w->connections--;
+    listen_again(w);
+    buffer_free(&c->out);
+    c->out_at = 0;
+    if (c->timer) {
+        PyObject *result = PyObject_CallMethod(c->timer, "cancel", NULL);
+        if (result == NULL) report(c->timer);
+        Py_XDECREF(result);
+        Py_CLEAR(c->timer);
+    }
+    PyObject *session = c->session;
+    c->session = NULL;  /* breaks the session <-> connection cycle */
+    if (session) {
+        PyObject *result = direct ? PyObject_CallOneArg(w->on_lost, session)
+                                  : PyObject_CallFunctionObjArgs(w->call_soon, w->on_lost, session, NULL);
+        if (result == NULL) report(w->on_lost);
+        Py_XDECREF(result);
+        Py_DECREF(session);
+    }
+    Py_DECREF(c);
+}
+
+/* Abort after `close_timeout` unless the socket is gone by then: a close must never wait on the
+ * client forever. */
+static void arm_close_timer(Conn *c) {
+    if (c->timer || c->state == GONE) return;
+    PyObject *abort = PyObject_GetAttrString((PyObject *)c, "abort");
+    if (abort == NULL) {
+        report((PyObject *)c);
+        return;
+    }
+    c->timer = PyObject_CallFunction(c->wire->call_later, "dO", c->wire->close_timeout, abort);
+    Py_DECREF(abort);
+    if (c->timer == NULL) report(c->wire->call_later);
+}
+
+/* -- writing ------------------------------------------------------------------------------- */
+
+static void conn_send(Conn *c, const unsigned char *data, size_t n) {
+    if (c->state >= SHUT) return;
+    c->wire->bytes_out += n;
+    if (c->out.len == c->out_at) {
+        ssize_t sent = send(c->fd, data, n, MSG_NOSIGNAL);
+        if (sent == (ssize_t)n) return;
+        if (sent < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                conn_gone(c, 0);
+                return;
+            }
+            sent = 0;
+        }
+        data += sent;
+        n -= (size_t)sent;
+    }
+    if (buffer_append(&c->out, data, n) < 0) {
+        conn_gone(c, 0);  /* out of memory for this client's queue: it loses its connection */
+        return;
+    }
+    watch(c);
+}
+
+/* The socket takes more: write what is queued; a shut connection closes once it is all out. */
+static void conn_writable(Conn *c) {
+    ssize_t sent = send(c->fd, c->out.data + c->out_at, c->out.len - c->out_at, MSG_NOSIGNAL);
+    if (sent < 0) {
+        if (errno != EAGAIN && errno != EINTR) conn_gone(c, 1);
+        return;
+    }
+    c->out_at += (size_t)sent;
+    if (c->out_at < c->out.len) return;
+    buffer_free(&c->out);
+    c->out_at = 0;
+    if (c->state == SHUT) conn_gone(c, 1);
+    else watch(c);
+}
+
+static void send_close(Conn *c, int code, const char *reason, size_t size) {
+    unsigned char frame[127];
+    if (size > 123) {  /* a control frame's limit; cut on a character boundary (strict clients fail with 1007) */
+        size = 123;
+        while (size > 0 && ((unsigned char)reason[size] & 0xC0) == 0x80) size--;
+    }
+    frame[0] = 0x88;
+    frame[1] = (unsigned char)(2 + size);
+    frame[2] = (unsigned char)(code >> 8);
+    frame[3] = (unsigned char)code;
+    memcpy(frame + 4, reason, size);
+    conn_send(c, frame, 4 + size);
+}
+
+/* Stop reading; close the socket once what is queued is written. */
+static void conn_shut(Conn *c) {
+    if (c->state >= SHUT) return;
+    handshaking_remove(c);
+    c->state = SHUT;
+    c->reading = 0;
+    c->in_parts = 0;
+    if (c->out.len == c->out_at) {
+        conn_gone(c, 0);
+        return;
+    }
+    watch(c);
+    arm_close_timer(c);
+}
+
+/* -- reading ------------------------------------------------------------------------------- */
+
+static int valid_close_code(int code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+/* A protocol or limit violation: the session is told, a close frame with the code goes out, and
+ * the socket closes without waiting for the client's reply. Returns 0 (stop parsing). */
+static int conn_fail(Conn *c, int code, const char *reason) {
+    Wire *w = c->wire;
+    PyObject *result = PyObject_CallFunction(w->on_failed, "Ois", c->session ? c->session : Py_None, code, reason);
+    if (result == NULL) report(w->on_failed);
+    Py_XDECREF(result);
+    if (c->state == OPEN) send_close(c, code, reason, strlen(reason));
+    conn_shut(c);
+    return 0;
+}
+
+static int conn_message(Conn *c, const unsigned char *payload, size_t size, int text) {
+    if (c->state != OPEN || c->session == NULL) return 1;  /* the server is closing: dropped */
+    PyObject *message = text ? PyUnicode_DecodeUTF8((const char *)payload, (Py_ssize_t)size, NULL)
+                             : PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)size);
+    if (message == NULL) {
+        if (text && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            return conn_fail(c, 1007, "invalid UTF-8 in a text message");
+        }
+        report((PyObject *)c);
+        return conn_fail(c, 1011, "out of memory");
+    }
+    PyObject *args[2] = {c->session, message};
+    PyObject *result = PyObject_Vectorcall(c->wire->on_message, args, 2, NULL);
+    Py_DECREF(message);
+    if (result == NULL) report(c->wire->on_message);
+    Py_XDECREF(result);
+    return c->state == OPEN || c->state == CLOSING;
+}
+
+/* The client's close frame: answer it (unless it answers ours) and close the socket. */
+static int conn_closed_by_peer(Conn *c, const unsigned char *payload, size_t size) {
+    int code = 1000;
+    if (size >= 2) {
+        code = (payload[0] << 8) | payload[1];
+        if (!valid_close_code(code)) {
+            char reason[40];
+            snprintf(reason, sizeof reason, "invalid close code %d", code);
+            return conn_fail(c, 1002, reason);
+        }
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)payload + 2, (Py_ssize_t)size - 2, NULL);
+        if (text == NULL) {
+            PyErr_Clear();
+            return conn_fail(c, 1007, "invalid UTF-8 in the close reason");
+        }
+        Py_DECREF(text);
+    } else if (size == 1) {
+        return conn_fail(c, 1002, "a close payload of one byte");
+    }
+    if (c->session) {
+        PyObject *result = PyObject_CallMethod(c->session, "mark_closing", NULL);
+        if (result == NULL) report(c->session);
+        Py_XDECREF(result);
+    }
+    if (c->state == OPEN) send_close(c, code, "", 0);
+    conn_shut(c);
+    return 0;
+}
+
+/* One whole, unmasked frame. Returns 0 once the connection stops reading. */
+static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload, size_t size) {
+    Wire *w = c->wire;
+    int opcode = first & 0x0F, final = first & 0x80;
+    c->alive = 1;
+    w->bytes_in += size;
+    if (first & 0x70) return conn_fail(c, 1002, "reserved bits set without an extension");
+    switch (opcode) {
+    case 0x1:
+    case 0x2:
+        if (c->in_parts) return conn_fail(c, 1002, "new message before the fragmented one finished");
+        if (final) return conn_message(c, payload, size, opcode == 0x1);
+        c->in_parts = 1;
+        c->parts_text = opcode == 0x1;
+        c->parts.len = 0;
+        if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
+        return 1;
+    case 0x0: {
+        if (!c->in_parts) return conn_fail(c, 1002, "continuation frame without a message to continue");
+        if (c->parts.len + size > (size_t)w->max_message) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "message over %zd bytes", w->max_message);
+            return conn_fail(c, 1009, reason);
+        }
+        if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
+        if (!final) return 1;
+        c->in_parts = 0;
+        buffer_t parts = c->parts;
+        c->parts = (buffer_t){0};
+        int going = conn_message(c, parts.data, parts.len, c->parts_text);
+        buffer_free(&parts);
+        return going;
+    }
+    case 0x8:
+    case 0x9:
+    case 0xA:
+        if (!final || size > 125) return conn_fail(c, 1002, "control frames must be final and at most 125 bytes");
+        if (opcode == 0x8) return conn_closed_by_peer(c, payload, size);
+        if (opcode == 0x9 && c->state == OPEN) {
+            unsigned char pong[127] = {0x8A, (unsigned char)size};
+            memcpy(pong + 2, payload, size);
+            conn_send(c, pong, 2 + size);
+        }
+        return 1;
+    default: {
+        char reason[32];
+        snprintf(reason, sizeof reason, "unknown opcode %d", opcode);
+        return conn_fail(c, 1002, reason);
+    }
+    }
+}
+
+static void unmask(unsigned char *p, size_t n, const unsigned char *key) {
+    uint32_t key32;
+    memcpy(&key32, key, 4);
+    uint64_t key64 = ((uint64_t)key32 << 32) | key32;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        v ^= key64;
+        memcpy(p + i, &v, 8);
+    }
+    for (; i < n; i++) p[i] ^= key[i & 3];
+}
+
+/* Every whole frame in data; returns the bytes used. Stops when the connection stops reading. */
+static size_t conn_frames(Conn *c, unsigned char *data, size_t size) {
+    size_t at = 0;
+    while (c->state == OPEN || c->state == CLOSING) {
+        size_t left = size - at, header = 2;
+        if (left < 2) break;
+        unsigned char *f = data + at;
+        uint64_t length = f[1] & 0x7F;
+        if (length == 126) {
+            if (left < 4) break;
+            length = ((uint64_t)f[2] << 8) | f[3];
+            header = 4;
+        } else if (length == 127) {
+            if (left < 10) break;
+            length = 0;
+            for (int k = 2; k < 10; k++) length = (length << 8) | f[k];
+            header = 10;
+        }
+        if (!(f[1] & 0x80)) {
+            conn_fail(c, 1002, "client frames must be masked");
+            break;
+        }
+        if (length > (uint64_t)c->wire->max_message) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "message over %zd bytes", c->wire->max_message);
+            conn_fail(c, 1009, reason);
+            break;
+        }
+        header += 4;
+        if (left < header || left - header < length) break;
+        unsigned char *payload = f + header;
+        unmask(payload, (size_t)length, payload - 4);
+        at += header + (size_t)length;
+        if (!conn_frame(c, f[0], payload, (size_t)length)) break;
+    }
+    return at;
+}
+
+static PyObject *peer_address(int fd) {
+    struct sockaddr_storage address;
+    socklen_t size = sizeof address;
+    char text[INET6_ADDRSTRLEN] = "";
+    if (getpeername(fd, (struct sockaddr *)&address, &size) == 0) {
+        if (address.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&address)->sin_addr, text, sizeof text);
+        else if (address.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&address)->sin6_addr, text, sizeof text);
+    }
+    return PyUnicode_FromString(text);
+}
+
+/* The request head is complete (or too large: head is None): Python answers it, by `accept` or
+ * `respond`. */
+static void conn_head(Conn *c, const unsigned char *head, size_t size, int complete) {
+    Wire *w = c->wire;
+    PyObject *bytes = complete ? PyBytes_FromStringAndSize((const char *)head, (Py_ssize_t)size) : Py_NewRef(Py_None);
+    PyObject *peer = peer_address(c->fd);
+    PyObject *result = NULL;
+    if (bytes && peer) result = PyObject_CallFunctionObjArgs(w->on_head, (PyObject *)c, bytes, peer, NULL);
+    if (result == NULL) report(w->on_head);
+    Py_XDECREF(result);
+    Py_XDECREF(bytes);
+    Py_XDECREF(peer);
+    if (c->state == HANDSHAKE) conn_gone(c, 1);  /* not answered: only after an error above */
+}
+
+/* Bytes read from the socket: the request head first, then frames. */
+static void conn_received(Conn *c, unsigned char *data, size_t size) {
+    Wire *w = c->wire;
+    if (c->state == HANDSHAKE) {
+        size_t from = c->in.len > 3 ? c->in.len - 3 : 0;
+        if (buffer_append(&c->in, data, size) < 0) {
+            conn_gone(c, 1);
+            return;
+        }
+        unsigned char *end = memmem(c->in.data + from, c->in.len - from, "\r\n\r\n", 4);
+        if (end == NULL) {
+            if (c->in.len > (size_t)w->max_head) conn_head(c, NULL, 0, 0);
+            return;
+        }
+        size_t head = (size_t)(end - c->in.data);
+        conn_head(c, c->in.data, head, 1);
+        if (c->state != OPEN) return;
+        c->in.len -= head + 4;
+        memmove(c->in.data, end + 4, c->in.len);
+        if (c->in.len == 0) {
+            buffer_free(&c->in);
+            return;
+        }
+        data = NULL;
+        size = 0;
+    }
+    if (c->state != OPEN && c->state != CLOSING) return;
+    if (c->in.len) {
+        if (buffer_append(&c->in, data, size) < 0) {
+            conn_fail(c, 1011, "out of memory");
+            return;
+        }
+        data = c->in.data;
+        size = c->in.len;
+    }
+    size_t used = conn_frames(c, data, size);
+    if (c->state != OPEN && c->state != CLOSING) return;
+    if (data == c->in.data) {
+        c->in.len -= used;
+        memmove(c->in.data, c->in.data + used, c->in.len);
+        if (c->in.len == 0) buffer_free(&c->in);
+    } else if (used < size && buffer_append(&c->in, data + used, size - used) < 0) {
+        conn_fail(c, 1011, "out of memory");
+    }
+}
+
+static void conn_readable(Conn *c) {
+    static unsigned char data[READ_SIZE];
+    ssize_t got = recv(c->fd, data, READ_SIZE, 0);
+    if (got <= 0) {
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        conn_gone(c, 1);
+        return;
+    }
+    conn_received(c, data, (size_t)got);
+    if (c->state >= SHUT) {
+        buffer_free(&c->in);
+        buffer_free(&c->parts);
+    }
+}
+
+static void wire_accept(Wire *w) {
+    for (int k = 0; k < ACCEPT_BATCH; k++) {
+        int fd = accept4(w->listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ECONNABORTED || errno == EINTR) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting until a connection closes or the next sweep,
+                 * rather than spin on a listening socket that stays ready. */
+                epoll_ctl(w->ep, EPOLL_CTL_DEL, w->listener, NULL);
+                w->accepting = 0;
+                log_message(w, "warning", PyUnicode_FromFormat(
+                    "cannot accept connections (%s) with %zd open; pausing accept", strerror(errno), w->connections));
+            }
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        Conn *c = PyObject_New(Conn, &ConnType);
+        if (c == NULL) {
+            PyErr_Clear();
+            close(fd);
+            return;
+        }
+        c->wire = (Wire *)Py_NewRef(w);
+        c->fd = fd;
+        c->state = HANDSHAKE;
+        c->reading = 1;
+        c->alive = 1;
+        c->pinged = c->in_parts = c->parts_text = 0;
+        c->events = EPOLLIN;
+        c->session = c->timer = NULL;
+        c->in = c->parts = c->out = (buffer_t){0};
+        c->out_at = 0;
+        handshaking_add(w, c);
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &e);  /* the set's reference is the new object's */
+        w->connections++;
+    }
+}
+
+/* -- Conn: the core's session.Connection ----------------------------------------------------- */
+
+static PyObject *Conn_write(Conn *c, PyObject *data) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    conn_send(c, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromSize_t(c->state == GONE ? 0 : c->out.len - c->out_at);
+}
+
+static PyObject *Conn_close(Conn *c, PyObject *args) {
+    int code;
+    const char *reason;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "is#", &code, &reason, &size)) return NULL;
+    if (c->state == OPEN) {
+        c->state = CLOSING;
+        send_close(c, code, reason, (size_t)size);
+        arm_close_timer(c);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_pause_reading(Conn *c, PyObject *unused) {
+    if (c->state < SHUT) {
+        c->reading = 0;
+        watch(c);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_resume_reading(Conn *c, PyObject *unused) {
+    if (c->state < SHUT) {
+        c->reading = 1;
+        watch(c);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_abort(Conn *c, PyObject *unused) {
+    conn_gone(c, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_keepalive(Conn *c, PyObject *unused) {
+    if (c->alive) {
+        c->alive = 0;
+        c->pinged = 0;
+    } else if (c->pinged) {
+        PyObject *id = c->session ? PyObject_GetAttrString(c->session, "id") : NULL;
+        PyErr_Clear();
+        log_message(c->wire, "info", PyUnicode_FromFormat("session %S: no answer to ping, closing",
+                                                          id ? id : Py_None));
+        Py_XDECREF(id);
+        conn_gone(c, 0);
+    } else if (c->state == OPEN) {
+        static const unsigned char ping[2] = {0x89, 0};
+        c->pinged = 1;
+        conn_send(c, ping, 2);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_accept(Conn *c, PyObject *args) {
+    Py_buffer response;
+    PyObject *session;
+    if (!PyArg_ParseTuple(args, "y*O", &response, &session)) return NULL;
+    if (c->state == HANDSHAKE) {
+        /* Open before the 101 goes out: if the send fails, the session hears of it. */
+        handshaking_remove(c);
+        c->state = OPEN;
+        Py_XSETREF(c->session, Py_NewRef(session));
+        conn_send(c, response.buf, (size_t)response.len);
+    }
+    PyBuffer_Release(&response);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_respond(Conn *c, PyObject *response) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(response, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (c->state == HANDSHAKE) {
+        conn_send(c, view.buf, (size_t)view.len);
+        conn_shut(c);
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static void Conn_dealloc(Conn *c) {
+    buffer_free(&c->in);
+    buffer_free(&c->parts);
+    buffer_free(&c->out);
+    Py_XDECREF(c->session);
+    Py_XDECREF(c->timer);
+    Py_XDECREF(c->wire);
+    PyObject_Free(c);
+}
+
+static PyMethodDef Conn_methods[] = {
+    {"write", (PyCFunction)Conn_write, METH_O,
+     "write(frames) -> bytes still queued: send now what the socket takes, queue the rest."},
+    {"close", (PyCFunction)Conn_close, METH_VARARGS,
+     "close(code, reason): send a close frame; abort if the client has not closed within close_timeout."},
+    {"pause_reading", (PyCFunction)Conn_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)Conn_resume_reading, METH_NOARGS, NULL},
+    {"abort", (PyCFunction)Conn_abort, METH_NOARGS, "Close the socket now."},
+    {"keepalive", (PyCFunction)Conn_keepalive, METH_NOARGS,
+     "Once per ping interval: ping a silent client, drop one that did not answer the last ping."},
+    {"accept", (PyCFunction)Conn_accept, METH_VARARGS, "accept(response, session): send the 101; frames go to session."},
+    {"respond", (PyCFunction)Conn_respond, METH_O, "respond(response): answer a plain HTTP request, then close."},
+    {NULL},
+};
+
+static PyTypeObject ConnType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dieselengine._wire.Conn",
+    .tp_doc = "One TCP connection; made by Wire when it accepts.",
+    .tp_basicsize = sizeof(Conn),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)Conn_dealloc,
+    .tp_methods = Conn_methods,
+};
+
+/* -- Wire: the listening socket and the epoll set ------------------------------------------- */
+
+static PyObject *Wire_poll(Wire *w, PyObject *unused) {
+    struct epoll_event events[MAX_EVENTS];
+    int ready = epoll_wait(w->ep, events, MAX_EVENTS, 0);
+    for (int k = 0; k < ready; k++) {
+        Conn *c = events[k].data.ptr;
+        if (c == NULL) {
+            if (w->accepting) wire_accept(w);
+            continue;
+        }
+        uint32_t got = events[k].events;
+        Py_INCREF(c);
+        if ((got & EPOLLOUT) && c->state != GONE) conn_writable(c);
+        if (c->state != GONE) {
+            if (c->reading && (got & (EPOLLIN | EPOLLHUP | EPOLLERR))) conn_readable(c);
+            else if (got & (EPOLLHUP | EPOLLERR)) conn_gone(c, 1);
+        }
+        Py_DECREF(c);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wire_sweep(Wire *w, PyObject *unused) {
+    double t = now();
+    while (w->first && w->first->deadline <= t) {
+        Conn *c = w->first;
+        Py_INCREF(c);
+        conn_gone(c, 1);
+        Py_DECREF(c);
+    }
+    listen_again(w);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wire_stop_accepting(Wire *w, PyObject *unused) {
+    if (w->accepting) epoll_ctl(w->ep, EPOLL_CTL_DEL, w->listener, NULL);
+    w->accepting = 0;
+    w->listener = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wire_fileno(Wire *w, PyObject *unused) {
+    return PyLong_FromLong(w->ep);
+}
+
+static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"listener", "on_head", "on_message", "on_lost", "on_failed", "loop", "log",
+                            "max_message_size", "max_head_size", "handshake_timeout", "close_timeout", NULL};
+    int listener;
+    PyObject *on_head, *on_message, *on_lost, *on_failed, *loop, *log;
+    Py_ssize_t max_message, max_head;
+    double handshake_timeout, close_timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOnndd", names, &listener, &on_head, &on_message,
+                                     &on_lost, &on_failed, &loop, &log, &max_message, &max_head,
+                                     &handshake_timeout, &close_timeout))
+        return NULL;
+    Wire *w = (Wire *)type->tp_alloc(type, 0);
+    if (w == NULL) return NULL;
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    w->listener = listener;
+    if (w->ep < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(w);
+        return NULL;
+    }
+    w->on_head = Py_NewRef(on_head);
+    w->on_message = Py_NewRef(on_message);
+    w->on_lost = Py_NewRef(on_lost);
+    w->on_failed = Py_NewRef(on_failed);
+    w->log = Py_NewRef(log);
+    w->call_soon = PyObject_GetAttrString(loop, "call_soon");
+    w->call_later = PyObject_GetAttrString(loop, "call_later");
+    if (w->call_soon == NULL || w->call_later == NULL) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    w->max_message = max_message;
+    w->max_head = max_head;
+    w->handshake_timeout = handshake_timeout;
+    w->close_timeout = close_timeout;
+    listen_again(w);
+    if (!w->accepting) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(w);
+        return NULL;
+    }
+    return (PyObject *)w;
+}
+
+static void Wire_dealloc(Wire *w) {
+    if (w->ep >= 0) close(w->ep);
+    Py_XDECREF(w->on_head);
+    Py_XDECREF(w->on_message);
+    Py_XDECREF(w->on_lost);
+    Py_XDECREF(w->on_failed);
+    Py_XDECREF(w->log);
+    Py_XDECREF(w->call_soon);
+    Py_XDECREF(w->call_later);
+    Py_TYPE(w)->tp_free(w);
+}
+
+static PyMethodDef Wire_methods[] = {
+    {"poll", (PyCFunction)Wire_poll, METH_NOARGS, "Handle whatever is ready, without blocking."},
+    {"sweep", (PyCFunction)Wire_sweep, METH_NOARGS,
+     "Drop connections past their handshake deadline; accept again if descriptors ran out."},
+    {"stop_accepting", (PyCFunction)Wire_stop_accepting, METH_NOARGS, NULL},
+    {"fileno", (PyCFunction)Wire_fileno, METH_NOARGS, "The epoll descriptor, for the asyncio loop to watch."},
+    {NULL},
+};
+
+static PyMemberDef Wire_members[] = {
+    {"bytes_in", T_ULONGLONG, offsetof(Wire, bytes_in), READONLY, "Payload bytes received."},
+    {"bytes_out", T_ULONGLONG, offsetof(Wire, bytes_out), READONLY, "Bytes written to clients."},
+    {"connections", T_PYSSIZET, offsetof(Wire, connections), READONLY, "Open sockets."},
+    {NULL},
+};
+
+static PyTypeObject WireType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dieselengine._wire.Wire",
+    .tp_doc = "Wire(listener, on_head, on_message, on_lost, on_failed, loop, log, max_message_size, "
+              "max_head_size, handshake_timeout, close_timeout): the server's sockets.",
+    .tp_basicsize = sizeof(Wire),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Wire_new,
+    .tp_dealloc = (destructor)Wire_dealloc,
+    .tp_methods = Wire_methods,
+    .tp_members = Wire_members,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", "The WebSocket wire in C.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__wire(void) {
+    if (PyType_Ready(&ConnType) < 0 || PyType_Ready(&WireType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Wire", (PyObject *)&WireType) < 0 ||
+        PyModule_AddObjectRef(m, "Conn", (PyObject *)&ConnType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
