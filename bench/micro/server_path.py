@@ -1,10 +1,11 @@
 """The server's own cost per handshake, per connect/close cycle and per echoed message, in-process.
 
-Real dieselengine objects from the socket protocol inwards (`WebSocketProtocol`, dispatcher, hub,
-outbox, the script runtimes), fed raw client bytes; only the socket is replaced, by a transport
-that discards what is written. What the kernel and uvloop cost is left out, so the figures are
-what our Python (and the JS engine) adds to each operation; `python bench/run.py` reports the
-whole server's CPU per operation, split into user and kernel time.
+Real dieselengine objects from the transport's Python side inwards (the handshake's routing,
+dispatcher, hub, outbox, the script runtimes), called as the C wire calls them: with a request
+head, then with each message. Only the wire's connection is replaced, by one that discards what
+is written. What the kernel and the wire cost is left out, so the figures are what our Python
+(and the JS engine) adds to each operation; `python bench/run.py` reports the whole server's CPU
+per operation, split into user and kernel time.
 
     python bench/micro/server_path.py [--repeat 3] [--profile] [MODE ...]
 
@@ -21,14 +22,12 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import struct
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import uvloop
-from websockets.speedups import apply_mask
-
 from dieselengine.dispatch import Dispatcher
 from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub
@@ -36,39 +35,39 @@ from dieselengine.routing import Router
 from dieselengine.server import _tune_gc
 from dieselengine.settings import Settings
 from dieselengine.stats import Stats
-from dieselengine.transport import ServerContext, WebSocketProtocol
+from dieselengine.session import Session
+from dieselengine.transport import Transport
 
 SERVERS = Path(__file__).resolve().parents[1] / "servers"
 MODES = {"hs-echo": 20_000, "hs-chat": 20_000, "churn": 30_000, "echo": 100_000}
 
 
-class DiscardingTransport(asyncio.Transport):
-    """Accepts writes and drops them; closing reports the connection lost on the next iteration."""
+class DiscardingConn:
+    """The wire's connection, minus the socket: writes are dropped, a close is reported lost on
+    the next loop iteration, as the wire does."""
 
-    def __init__(self, protocol: WebSocketProtocol) -> None:
-        super().__init__()
-        self._protocol = protocol
-        self._closing = False
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self.session: Session | None = None
 
-    def write(self, data: Any) -> None:
-        pass
+    def accept(self, response: bytes, session: Session) -> None:
+        self.session = session
 
-    def is_closing(self) -> bool:
-        return self._closing
+    def respond(self, response: bytes) -> None:
+        raise AssertionError(response)
 
-    def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
+    def write(self, data: bytes) -> int:
         return 0
+
+    def closed_by_client(self) -> None:
+        """What the wire does with a client's close frame: the session closes, then is lost."""
+        session, self.session = self.session, None
+        assert session is not None
+        session.mark_closing()
+        asyncio.get_running_loop().call_soon(self._transport._dispatcher.ended, session)
+
+    def close(self, code: int, reason: str) -> None:
+        pass
 
     def pause_reading(self) -> None:
         pass
@@ -76,15 +75,17 @@ class DiscardingTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
 
-def client_frame(payload: bytes, first: int = 0x81) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    return bytes((first, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
+    def keepalive(self) -> None:
+        pass
 
 
 def upgrade_request(path: str) -> bytes:
+    """A request head as the wire hands it over: without its final blank line."""
     return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13").encode()
 
 
 async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) -> float:
@@ -96,7 +97,8 @@ async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) ->
     errors = router.load(folder)
     if errors:
         raise SystemExit("\n".join(errors))
-    ctx = ServerContext(dispatcher, Endpoints(settings, router, hub), settings)
+    listener = socket.create_server(("127.0.0.1", 0))
+    transport = Transport(listener, dispatcher, Endpoints(settings, router, hub), settings)
     _tune_gc()
     n = MODES[mode]
 
@@ -105,11 +107,10 @@ async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) ->
             profiler.enable()
         return time.perf_counter()
 
-    def connect(request: bytes) -> WebSocketProtocol:
-        protocol = WebSocketProtocol(ctx)
-        protocol.connection_made(DiscardingTransport(protocol))
-        protocol.data_received(request)
-        return protocol
+    def connect(head: bytes) -> DiscardingConn:
+        conn = DiscardingConn(transport)
+        transport._handshake(conn, head, "127.0.0.1")  # type: ignore[arg-type]
+        return conn
 
     if mode.startswith("hs-"):
         request = upgrade_request("/ws/" + mode[3:])
@@ -121,13 +122,13 @@ async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) ->
                 await asyncio.sleep(0)
         return (time.perf_counter() - started) / n * 1e6
     if mode == "churn":
-        request, close = upgrade_request("/ws/chat"), client_frame(struct.pack("!H", 1000), 0x88)
+        request = upgrade_request("/ws/chat")
 
         async def cycles(count: int) -> None:
             opened = [connect(request) for _ in range(count)]
             await asyncio.sleep(0)
-            for protocol in opened:
-                protocol.data_received(close)
+            for conn in opened:
+                conn.closed_by_client()
             await asyncio.sleep(0)  # connection_lost, then onClose
             await asyncio.sleep(0)
 
@@ -138,16 +139,17 @@ async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) ->
         elapsed = time.perf_counter() - started
         assert not hub.sessions, "sessions left after churn"
         return elapsed / n * 1e6
-    message = client_frame(b"x" * 64)
-    clients = [connect(upgrade_request("/ws/echo")) for _ in range(100)]
+    message = "x" * 64
+    received = dispatcher.received
+    sessions = [connect(upgrade_request("/ws/echo")).session for _ in range(100)]
     for _ in range(100):  # warm-up
-        for protocol in clients:
-            protocol.data_received(message)
+        for session in sessions:
+            received(session, message)
         await asyncio.sleep(0)
     started = start()
     for _ in range(n // 100):
-        for protocol in clients:
-            protocol.data_received(message)
+        for session in sessions:
+            received(session, message)
         await asyncio.sleep(0)  # the outbox flushes
     return (time.perf_counter() - started) / n * 1e6
 

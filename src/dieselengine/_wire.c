@@ -91,7 +91,8 @@ struct Wire {
     Py_ssize_t max_message, max_head;
     double handshake_timeout, close_timeout;
     Conn *first, *last;
-    unsigned long long bytes_in, bytes_out;
+    unsigned long long bytes_in, bytes_out, messages_in;
+    double message_seconds;
     Py_ssize_t connections;
 };
 
@@ -304,7 +305,10 @@ static int conn_message(Conn *c, const unsigned char *payload, size_t size, int 
         return conn_fail(c, 1011, "out of memory");
     }
     PyObject *args[2] = {c->session, message};
+    double started = now();
     PyObject *result = PyObject_Vectorcall(c->wire->on_message, args, 2, NULL);
+    c->wire->message_seconds += now() - started;
+    c->wire->messages_in++;
     Py_DECREF(message);
     if (result == NULL) report(c->wire->on_message);
     Py_XDECREF(result);
@@ -811,6 +815,9 @@ static PyMethodDef Wire_methods[] = {
 static PyMemberDef Wire_members[] = {
     {"bytes_in", T_ULONGLONG, offsetof(Wire, bytes_in), READONLY, "Payload bytes received."},
     {"bytes_out", T_ULONGLONG, offsetof(Wire, bytes_out), READONLY, "Bytes written to clients."},
+    {"messages_in", T_ULONGLONG, offsetof(Wire, messages_in), READONLY, "Messages received."},
+    {"message_seconds", T_DOUBLE, offsetof(Wire, message_seconds), READONLY,
+     "Time spent handling messages as they arrived (the handler's synchronous part, and its dispatch)."},
     {"connections", T_PYSSIZET, offsetof(Wire, connections), READONLY, "Open sockets."},
     {NULL},
 };
@@ -828,7 +835,54 @@ static PyTypeObject WireType = {
     .tp_members = Wire_members,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", "The WebSocket wire in C.", -1, NULL};
+/* -- frames for clients ---------------------------------------------------------------------- */
+
+static PyObject *wire_frame(PyObject *module, PyObject *message) {
+    const char *data;
+    Py_ssize_t size;
+    unsigned char first;
+    Py_buffer view = {0};
+    if (PyUnicode_Check(message)) {
+        data = PyUnicode_AsUTF8AndSize(message, &size);
+        if (data == NULL) return NULL;
+        first = 0x81;
+    } else if (PyBytes_Check(message) || PyByteArray_Check(message) || PyMemoryView_Check(message)) {
+        if (PyObject_GetBuffer(message, &view, PyBUF_SIMPLE) < 0) return NULL;
+        data = view.buf;
+        size = view.len;
+        first = 0x82;
+    } else {
+        return PyErr_Format(PyExc_TypeError, "a message must be str or bytes, not %s", Py_TYPE(message)->tp_name);
+    }
+    size_t header = size < 126 ? 2 : size < 65536 ? 4 : 10;
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)header + size);
+    if (frame != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+        out[0] = first;
+        if (header == 2) {
+            out[1] = (unsigned char)size;
+        } else if (header == 4) {
+            out[1] = 126;
+            out[2] = (unsigned char)(size >> 8);
+            out[3] = (unsigned char)size;
+        } else {
+            out[1] = 127;
+            for (int k = 0; k < 8; k++) out[2 + k] = (unsigned char)((uint64_t)size >> (56 - 8 * k));
+        }
+        memcpy(out + header, data, (size_t)size);
+    }
+    if (view.obj) PyBuffer_Release(&view);
+    return frame;
+}
+
+static PyMethodDef module_methods[] = {
+    {"frame", wire_frame, METH_O,
+     "frame(message) -> bytes: one final, unmasked frame (servers never mask): text for a str, binary "
+     "for bytes-like. Encoded once, however many clients it goes to."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", "The WebSocket wire in C.", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__wire(void) {
     if (PyType_Ready(&ConnType) < 0 || PyType_Ready(&WireType) < 0) return NULL;

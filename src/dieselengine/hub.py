@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from .bus import Bus
-from .frames import encode_message
+from ._wire import frame
 from .outbox import Outbox
 from .rooms import Room
 from .session import Message, Session
@@ -92,12 +92,12 @@ class Hub:
 
     def broadcast(self, name: str, message: Message, skip: Session | None) -> None:
         """Encode once; queue for local members (minus `skip`) and for other nodes."""
-        frame = encode_message(message)
+        encoded = frame(message)
         room = self.rooms.get(name)
         if room is not None:
-            self.outbox.to_room(room, frame, skip)
+            self.outbox.to_room(room, encoded, skip)
         if self.bus is not None:
-            self.bus.publish(name, frame)
+            self.bus.publish(name, encoded)
 
     def deliver_remote(self, name: str, frame: bytes) -> None:
         """A frame another node broadcast to a room: every local member gets it."""

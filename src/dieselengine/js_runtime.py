@@ -1089,7 +1089,7 @@ class JsScript:
                 elif op == OP_CLOSE:
                     target = live.get(args[0])
                     if target is not None:
-                        # frames.close_frame cuts the reason to 123 bytes on a character boundary.
+                        # The wire cuts the reason to 123 bytes on a character boundary.
                         target.close(int(args[1]), str(args[2]))
                 elif op == OP_SETTLE:
                     future = self._promises.pop(args[0], None)

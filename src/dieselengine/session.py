@@ -7,7 +7,7 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .frames import encode_message, valid_close_code
+from ._wire import frame
 from .request import Request
 
 if TYPE_CHECKING:
@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from .routing import Route
 
 Message = str | bytes
+
+#: Close codes that may appear in a close frame (RFC 6455 section 7.4): the registered ones
+#: (not 1004-1006 or 1015, which never go on the wire) and the private range 3000-4999.
+_REGISTERED_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+def valid_close_code(code: int) -> bool:
+    return code in _REGISTERED_CLOSE_CODES or 3000 <= code <= 4999
 
 
 class Connection(Protocol):
@@ -107,7 +115,7 @@ class Session:
             self.hub.loop.call_soon_threadsafe(self.send, message)
             return
         if self._open:
-            self.hub.outbox.to_session(self, encode_message(message))
+            self.hub.outbox.to_session(self, frame(message))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; idempotent. Frames queued before it still go out first."""

@@ -10,20 +10,22 @@ class WireCounters(Protocol):
 
     bytes_in: int
     bytes_out: int
+    messages_in: int
+    message_seconds: float
 
 
 class Stats:
     """Counters kept as plain ints and floats: a Prometheus metric object per increment costs
-    about a microsecond, which the per-message path cannot afford. Byte counts are the wire's."""
+    about a microsecond, which the per-message path cannot afford. The wire counts bytes and
+messages, and times the handling of each message as it arrives."""
 
     __slots__ = (
         "sessions_opened",
         "sessions_closed",
-        "messages_in",
         "frames_out",
         "handler_calls",
         "handler_errors",
-        "handler_seconds",
+        "hook_seconds",
         "slow_consumer_closes",
         "protocol_closes",
         "wire",
@@ -32,7 +34,8 @@ class Stats:
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
-        self.handler_seconds = 0.0
+        #: Handler time the dispatcher measures: open, close, and messages that waited in an inbox.
+        self.hook_seconds = 0.0
         self.wire: WireCounters | None = None
 
     @property
@@ -42,3 +45,11 @@ class Stats:
     @property
     def bytes_out(self) -> int:
         return self.wire.bytes_out if self.wire is not None else 0
+
+    @property
+    def messages_in(self) -> int:
+        return self.wire.messages_in if self.wire is not None else 0
+
+    @property
+    def handler_seconds(self) -> float:
+        return self.hook_seconds + (self.wire.message_seconds if self.wire is not None else 0.0)
