@@ -875,7 +875,135 @@ static PyObject *wire_frame(PyObject *module, PyObject *message) {
     return frame;
 }
 
+/* -- the upgrade: RFC 6455 section 4.2 ------------------------------------------------------- */
+
+typedef struct {
+    uint32_t h[5];
+    unsigned char block[64];
+    size_t used;
+    uint64_t bits;
+} sha1_t;
+
+static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(sha1_t *s) {
+    uint32_t w[80], a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
+    for (int i = 0; i < 16; i++)
+        w[i] = ((uint32_t)s->block[4 * i] << 24) | ((uint32_t)s->block[4 * i + 1] << 16) |
+               ((uint32_t)s->block[4 * i + 2] << 8) | s->block[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999;
+        else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1;
+        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
+        else f = b ^ c ^ d, k = 0xCA62C1D6;
+        uint32_t t = rol(a, 5) + f + e + k + w[i];
+        e = d, d = c, c = rol(b, 30), b = a, a = t;
+    }
+    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e;
+}
+
+static void sha1_add(sha1_t *s, const unsigned char *data, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        s->block[s->used++] = data[i];
+        s->bits += 8;
+        if (s->used == 64) {
+            sha1_block(s);
+            s->used = 0;
+        }
+    }
+}
+
+static void sha1_end(sha1_t *s, unsigned char digest[20]) {
+    uint64_t bits = s->bits;
+    unsigned char pad = 0x80, zero = 0, length[8];
+    sha1_add(s, &pad, 1);
+    while (s->used != 56) sha1_add(s, &zero, 1);
+    for (int i = 0; i < 8; i++) length[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha1_add(s, length, 8);
+    for (int i = 0; i < 20; i++) digest[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The first value of a header (name lower-case), trimmed; NULL when absent. */
+static const char *header(const char *headers, size_t size, const char *name, size_t *length) {
+    size_t n = strlen(name);
+    const char *line = headers, *end = headers + size;
+    while (line < end) {
+        const char *next = memmem(line, (size_t)(end - line), "\r\n", 2);
+        const char *stop = next ? next : end;
+        if ((size_t)(stop - line) > n && line[n] == ':' && strncasecmp(line, name, n) == 0) {
+            const char *v = line + n + 1;
+            while (v < stop && (*v == ' ' || *v == '\t')) v++;
+            while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t')) stop--;
+            *length = (size_t)(stop - v);
+            return v;
+        }
+        line = next ? next + 2 : end;
+    }
+    return NULL;
+}
+
+static int has_token(const char *value, size_t size, const char *token) {
+    size_t n = strlen(token);
+    const char *p = value, *end = value + size;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end, *start = p;
+        while (start < stop && (*start == ' ' || *start == '\t')) start++;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t')) stop--;
+        if ((size_t)(stop - start) == n && strncasecmp(start, token, n) == 0) return 1;
+        p = comma ? comma + 1 : end;
+    }
+    return 0;
+}
+
+static PyObject *refused(int status, const char *reason) { return Py_BuildValue("(is)", status, reason); }
+
+static PyObject *wire_upgrade(PyObject *module, PyObject *args) {
+    const char *method, *headers;
+    Py_ssize_t method_size, size;
+    if (!PyArg_ParseTuple(args, "y#y#", &method, &method_size, &headers, &size)) return NULL;
+    size_t n;
+    if (method_size != 3 || memcmp(method, "GET", 3) != 0) return refused(405, "WebSocket upgrades use GET");
+    const char *v = header(headers, (size_t)size, "upgrade", &n);
+    if (v == NULL || n != 9 || strncasecmp(v, "websocket", 9) != 0)
+        return refused(426, "this path only speaks WebSocket (Upgrade: websocket)");
+    v = header(headers, (size_t)size, "connection", &n);
+    if (v == NULL || !has_token(v, n, "upgrade")) return refused(400, "missing Connection: Upgrade");
+    v = header(headers, (size_t)size, "sec-websocket-version", &n);
+    if (v == NULL || n != 2 || memcmp(v, "13", 2) != 0)
+        return refused(426, "unsupported Sec-WebSocket-Version (13 expected)");
+    const char *key = header(headers, (size_t)size, "sec-websocket-key", &n);
+    int valid = key != NULL && n == 24 && key[22] == '=' && key[23] == '=';
+    for (size_t i = 0; valid && i < 22; i++) valid = key[i] != '=' && strchr(BASE64, key[i]) != NULL && key[i];
+    if (!valid) return refused(400, "invalid Sec-WebSocket-Key");  /* 16 bytes, base64: 22 characters and "==" */
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    sha1_t sha = {{0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0}, {0}, 0, 0};
+    unsigned char digest[21] = {0};
+    sha1_add(&sha, (const unsigned char *)key, 24);
+    sha1_add(&sha, (const unsigned char *)guid, sizeof guid - 1);
+    sha1_end(&sha, digest);
+    char accept[29];
+    for (int i = 0, o = 0; i < 21; i += 3, o += 4) {
+        uint32_t t = ((uint32_t)digest[i] << 16) | ((uint32_t)digest[i + 1] << 8) | digest[i + 2];
+        accept[o] = BASE64[t >> 18];
+        accept[o + 1] = BASE64[(t >> 12) & 63];
+        accept[o + 2] = BASE64[(t >> 6) & 63];
+        accept[o + 3] = BASE64[t & 63];
+    }
+    accept[27] = '=';
+    accept[28] = 0;
+    return PyBytes_FromFormat("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+}
+
 static PyMethodDef module_methods[] = {
+    {"upgrade", wire_upgrade, METH_VARARGS,
+     "upgrade(method, raw_headers) -> the 101 response, or (status, reason) when the request is not a valid "
+     "WebSocket upgrade."},
     {"frame", wire_frame, METH_O,
      "frame(message) -> bytes: one final, unmasked frame (servers never mask): text for a str, binary "
      "for bytes-like. Encoded once, however many clients it goes to."},
