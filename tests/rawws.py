@@ -9,6 +9,20 @@ import socket
 import struct
 
 
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked frame, as clients must send them."""
+    mask = os.urandom(4)
+    size = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if size < 126:
+        header = struct.pack("!BB", first, 0x80 | size)
+    elif size < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, size)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class RawClient:
     def __init__(self, port: int, path: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -26,17 +40,7 @@ class RawClient:
         self.status = int(head.split()[1])
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        mask = os.urandom(4)
-        size = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        if size < 126:
-            header = struct.pack("!BB", first, 0x80 | size)
-        elif size < 65536:
-            header = struct.pack("!BBH", first, 0x80 | 126, size)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, size)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(client_frame(opcode, payload, fin))
 
     def _read(self, count: int) -> bytes:
         while len(self.buffer) < count:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import websockets
 from conftest import ROOT, write_scripts
+from rawws import RawClient, client_frame
 from websockets.exceptions import ConnectionClosed
 
 
@@ -577,3 +579,40 @@ def test_reload_carries_one_and_several_rooms(serve, tmp_path):
             assert await count(one, "y") == 2 and await count(both, "y") == 2
 
     run(main)
+
+
+ORDER = """
+export function onOpen(session) { session.room("r").join(); }
+export function onMessage(session, message) {
+  if (message.startsWith("all:")) session.room("r").broadcast(message);
+  else if (message === "boom") throw new Error("boom in " + session.id);
+  else session.send(message);
+}
+"""
+
+
+def test_echoes_the_wire_sends_itself_keep_their_order(serve, tmp_path):
+    # A plain echo goes from the engine to the socket without Python (_wire.Entry). It must not
+    # overtake what is already queued for the tick: here broadcasts from earlier messages of the
+    # same read. A throwing handler still reaches the log, and counters include direct calls.
+    server = serve(write_scripts(tmp_path / "app", {"order.js": ORDER}))
+    sender, member = RawClient(server.port, "/ws/order"), RawClient(server.port, "/ws/order")
+    try:
+        sequence = [b"e0", b"all:1", b"e1", b"e2", b"all:2", b"boom", b"e3"]
+        sender.sock.sendall(b"".join(client_frame(0x1, text) for text in sequence))
+        expected = [text for text in sequence if text != b"boom"]
+        assert [sender.read_frame()[1] for _ in expected] == expected
+        assert [member.read_frame()[1] for _ in range(2)] == [b"all:1", b"all:2"]
+        for round_trip in range(50):  # direct echoes, one at a time
+            sender.send_frame(0x1, b"again %d" % round_trip)
+            assert sender.read_frame() == (0x1, b"again %d" % round_trip)
+    finally:
+        sender.close()
+        member.close()
+    server.wait_log(r"order\.js: uncaught error in the message handler \(session \w+\)\nError: boom in \w+\n"
+                    r"\s+at onMessage \(order\.js:4:")
+    _, metrics = server.http("/metrics")
+    calls = float(re.search(r"^diesel_handler_calls_total (\S+)", metrics, re.M).group(1))
+    frames = float(re.search(r"^diesel_frames_out_total (\S+)", metrics, re.M).group(1))
+    assert calls >= 2 + len(sequence) + 50  # two onOpen, every message
+    assert frames >= len(expected) + 2 + 50

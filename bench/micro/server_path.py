@@ -81,6 +81,9 @@ class DiscardingConn:
     def keepalive(self) -> None:
         pass
 
+    def direct(self, entry: object, handle: object) -> None:
+        pass
+
 
 def upgrade_request(path: str) -> bytes:
     """A request head as the wire hands it over: without its final blank line."""

@@ -67,6 +67,19 @@ static void buffer_free(buffer_t *b) {
 
 typedef struct Wire Wire;
 
+/* A script engine's entry for messages, which the wire may call itself: no Python frame between
+ * the socket and the engine. The script keeps `function` None while that must not happen (its
+ * calls need a pass over promise jobs, or it is unloaded) and `stale` true while the engine must
+ * first hear of changes (room counts, closing sessions) through the Python path. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *function;  /* function(handle, message, None, 0) -> result */
+    long echo;           /* the result that means: send the message back to its sender */
+    char stale;
+    /* Entries into the engine, direct or not: the CPU-time limit's interrupt handler reads it. */
+    unsigned long long entries;
+} Entry;
+
 typedef struct Conn {
     PyObject_HEAD
     Wire *wire;
@@ -74,6 +87,9 @@ typedef struct Conn {
     unsigned char state, reading, alive, pinged, in_parts, parts_text;
     uint32_t events;
     PyObject *session;
+    /* The session's script entry and its handle in the engine, when its runtime gave them. */
+    Entry *entry;
+    PyObject *handle;
     /* The asyncio timer that aborts a close the client does not complete. */
     PyObject *timer;
     /* The unparsed tail, the parts of a fragmented message, bytes not yet written (from out_at). */
@@ -87,16 +103,20 @@ typedef struct Conn {
 struct Wire {
     PyObject_HEAD
     int ep, listener, accepting;
-    PyObject *on_head, *on_message, *on_lost, *on_failed, *call_soon, *call_later, *log;
+    PyObject *on_head, *on_message, *on_finish, *on_lost, *on_failed, *call_soon, *call_later, *log;
+    /* The core's outbox: while it holds frames, a direct echo would overtake them. */
+    PyObject *outbox;
     Py_ssize_t max_message, max_head;
     double handshake_timeout, close_timeout;
     Conn *first, *last;
-    unsigned long long bytes_in, bytes_out, messages_in;
+    unsigned long long bytes_in, bytes_out, messages_in, direct_calls, direct_frames;
     double message_seconds;
     Py_ssize_t connections;
 };
 
-static PyTypeObject ConnType, WireType;
+static PyTypeObject ConnType, WireType, EntryType;
+static PyObject *str_busy, *str_queued, *zero;
+static PyObject *wire_frame(PyObject *module, PyObject *message);
 
 static double now(void) {
     struct timespec ts;
@@ -292,6 +312,68 @@ static int conn_fail(Conn *c, int code, const char *reason) {
     return 0;
 }
 
+static int attribute_is_true(PyObject *object, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) {
+        PyErr_Clear();
+        return 1;  /* unknown: take the Python path */
+    }
+    int true = value == Py_True;
+    Py_DECREF(value);
+    return true;
+}
+
+/* The engine may be entered directly: the script allows it, nothing is queued for the client
+ * (here or in the outbox, which a direct echo would overtake), and the session is not waiting on
+ * an async hook (its messages then wait in its inbox). */
+static int direct_ok(Conn *c) {
+    Entry *e = c->entry;
+    return e != NULL && e->function != Py_None && !e->stale && c->out.len == c->out_at &&
+           !attribute_is_true(c->session, str_busy) && !attribute_is_true(c->wire->outbox, str_queued);
+}
+
+/* One message into the engine: nothing to do and an echo are handled here, any other result (or
+ * an error) by the Python side, `on_finish(session, message, result, failed)`. */
+static void conn_direct(Conn *c, PyObject *message) {
+    Wire *w = c->wire;
+    Entry *e = c->entry;
+    Py_INCREF(e);
+    e->entries++;
+    w->direct_calls++;
+    PyObject *args[4] = {c->handle, message, Py_None, zero};
+    PyObject *result = PyObject_Vectorcall(e->function, args, 4, NULL);
+    int failed = result == NULL;
+    if (failed) {
+        PyObject *type, *traceback;
+        PyErr_Fetch(&type, &result, &traceback);
+        PyErr_NormalizeException(&type, &result, &traceback);
+        if (result == NULL) result = Py_NewRef(Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+    } else if (result == Py_None) {
+        Py_DECREF(result);
+        Py_DECREF(e);
+        return;
+    } else if (PyLong_CheckExact(result) && PyLong_AsLong(result) == e->echo) {
+        PyObject *frame = wire_frame(NULL, message);
+        if (frame != NULL) {
+            w->direct_frames++;
+            conn_send(c, (const unsigned char *)PyBytes_AS_STRING(frame), (size_t)PyBytes_GET_SIZE(frame));
+            Py_DECREF(frame);
+            Py_DECREF(result);
+            Py_DECREF(e);
+            return;
+        }
+        PyErr_Clear();  /* a lone surrogate: the Python side replaces it */
+    }
+    PyObject *finish = PyObject_CallFunctionObjArgs(w->on_finish, c->session, message, result,
+                                                    failed ? Py_True : Py_False, NULL);
+    if (finish == NULL) report(w->on_finish);
+    Py_XDECREF(finish);
+    Py_DECREF(result);
+    Py_DECREF(e);
+}
+
 static int conn_message(Conn *c, const unsigned char *payload, size_t size, int text) {
     if (c->state != OPEN || c->session == NULL) return 1;  /* the server is closing: dropped */
     PyObject *message = text ? PyUnicode_DecodeUTF8((const char *)payload, (Py_ssize_t)size, NULL)
@@ -304,14 +386,18 @@ static int conn_message(Conn *c, const unsigned char *payload, size_t size, int 
         report((PyObject *)c);
         return conn_fail(c, 1011, "out of memory");
     }
-    PyObject *args[2] = {c->session, message};
+    Wire *w = c->wire;
     double started = now();
-    PyObject *result = PyObject_Vectorcall(c->wire->on_message, args, 2, NULL);
-    c->wire->message_seconds += now() - started;
-    c->wire->messages_in++;
+    if (text && direct_ok(c)) conn_direct(c, message);
+    else {
+        PyObject *args[2] = {c->session, message};
+        PyObject *result = PyObject_Vectorcall(w->on_message, args, 2, NULL);
+        if (result == NULL) report(w->on_message);
+        Py_XDECREF(result);
+    }
+    w->message_seconds += now() - started;
+    w->messages_in++;
     Py_DECREF(message);
-    if (result == NULL) report(c->wire->on_message);
-    Py_XDECREF(result);
     return c->state == OPEN || c->state == CLOSING;
 }
 
@@ -567,7 +653,8 @@ static void wire_accept(Wire *w) {
         c->alive = 1;
         c->pinged = c->in_parts = c->parts_text = 0;
         c->events = EPOLLIN;
-        c->session = c->timer = NULL;
+        c->session = c->timer = c->handle = NULL;
+        c->entry = NULL;
         c->in = c->parts = c->out = (buffer_t){0};
         c->out_at = 0;
         handshaking_add(w, c);
@@ -666,11 +753,27 @@ static PyObject *Conn_respond(Conn *c, PyObject *response) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Conn_direct(Conn *c, PyObject *args) {
+    PyObject *entry, *handle;
+    if (!PyArg_ParseTuple(args, "OO", &entry, &handle)) return NULL;
+    if (entry != Py_None && !PyObject_TypeCheck(entry, &EntryType))
+        return PyErr_Format(PyExc_TypeError, "an Entry or None, not %s", Py_TYPE(entry)->tp_name);
+    Py_CLEAR(c->entry);
+    Py_CLEAR(c->handle);
+    if (entry != Py_None) {
+        c->entry = (Entry *)Py_NewRef(entry);
+        c->handle = Py_NewRef(handle);
+    }
+    Py_RETURN_NONE;
+}
+
 static void Conn_dealloc(Conn *c) {
     buffer_free(&c->in);
     buffer_free(&c->parts);
     buffer_free(&c->out);
     Py_XDECREF(c->session);
+    Py_XDECREF(c->entry);
+    Py_XDECREF(c->handle);
     Py_XDECREF(c->timer);
     Py_XDECREF(c->wire);
     PyObject_Free(c);
@@ -688,6 +791,9 @@ static PyMethodDef Conn_methods[] = {
      "Once per ping interval: ping a silent client, drop one that did not answer the last ping."},
     {"accept", (PyCFunction)Conn_accept, METH_VARARGS, "accept(response, session): send the 101; frames go to session."},
     {"respond", (PyCFunction)Conn_respond, METH_O, "respond(response): answer a plain HTTP request, then close."},
+    {"direct", (PyCFunction)Conn_direct, METH_VARARGS,
+     "direct(entry, handle): hand this session's text messages to a script engine's Entry with its handle "
+     "(None, None: to on_message)."},
     {NULL},
 };
 
@@ -748,15 +854,16 @@ static PyObject *Wire_fileno(Wire *w, PyObject *unused) {
 }
 
 static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"listener", "on_head", "on_message", "on_lost", "on_failed", "loop", "log",
-                            "max_message_size", "max_head_size", "handshake_timeout", "close_timeout", NULL};
+    static char *names[] = {"listener", "on_head", "on_message", "on_finish", "on_lost", "on_failed", "outbox",
+                            "loop", "log", "max_message_size", "max_head_size", "handshake_timeout",
+                            "close_timeout", NULL};
     int listener;
-    PyObject *on_head, *on_message, *on_lost, *on_failed, *loop, *log;
+    PyObject *on_head, *on_message, *on_finish, *on_lost, *on_failed, *outbox, *loop, *log;
     Py_ssize_t max_message, max_head;
     double handshake_timeout, close_timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOnndd", names, &listener, &on_head, &on_message,
-                                     &on_lost, &on_failed, &loop, &log, &max_message, &max_head,
-                                     &handshake_timeout, &close_timeout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd", names, &listener, &on_head, &on_message,
+                                     &on_finish, &on_lost, &on_failed, &outbox, &loop, &log, &max_message,
+                                     &max_head, &handshake_timeout, &close_timeout))
         return NULL;
     Wire *w = (Wire *)type->tp_alloc(type, 0);
     if (w == NULL) return NULL;
@@ -769,6 +876,8 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     }
     w->on_head = Py_NewRef(on_head);
     w->on_message = Py_NewRef(on_message);
+    w->on_finish = Py_NewRef(on_finish);
+    w->outbox = Py_NewRef(outbox);
     w->on_lost = Py_NewRef(on_lost);
     w->on_failed = Py_NewRef(on_failed);
     w->log = Py_NewRef(log);
@@ -795,6 +904,8 @@ static void Wire_dealloc(Wire *w) {
     if (w->ep >= 0) close(w->ep);
     Py_XDECREF(w->on_head);
     Py_XDECREF(w->on_message);
+    Py_XDECREF(w->on_finish);
+    Py_XDECREF(w->outbox);
     Py_XDECREF(w->on_lost);
     Py_XDECREF(w->on_failed);
     Py_XDECREF(w->log);
@@ -818,6 +929,8 @@ static PyMemberDef Wire_members[] = {
     {"messages_in", T_ULONGLONG, offsetof(Wire, messages_in), READONLY, "Messages received."},
     {"message_seconds", T_DOUBLE, offsetof(Wire, message_seconds), READONLY,
      "Time spent handling messages as they arrived (the handler's synchronous part, and its dispatch)."},
+    {"direct_calls", T_ULONGLONG, offsetof(Wire, direct_calls), READONLY, "Messages the wire handed to an engine itself."},
+    {"direct_frames", T_ULONGLONG, offsetof(Wire, direct_frames), READONLY, "Echoes the wire sent itself."},
     {"connections", T_PYSSIZET, offsetof(Wire, connections), READONLY, "Open sockets."},
     {NULL},
 };
@@ -833,6 +946,44 @@ static PyTypeObject WireType = {
     .tp_dealloc = (destructor)Wire_dealloc,
     .tp_methods = Wire_methods,
     .tp_members = Wire_members,
+};
+
+/* -- Entry -------------------------------------------------------------------------------------- */
+
+static PyObject *Entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"echo", NULL};
+    long echo;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "l", names, &echo)) return NULL;
+    Entry *e = (Entry *)type->tp_alloc(type, 0);
+    if (e == NULL) return NULL;
+    e->function = Py_NewRef(Py_None);
+    e->echo = echo;
+    return (PyObject *)e;
+}
+
+static void Entry_dealloc(Entry *e) {
+    Py_XDECREF(e->function);
+    Py_TYPE(e)->tp_free(e);
+}
+
+static PyMemberDef Entry_members[] = {
+    {"function", T_OBJECT, offsetof(Entry, function), 0,
+     "function(handle, message, None, 0) -> result, or None: no direct calls."},
+    {"stale", T_BOOL, offsetof(Entry, stale), 0, "True while the engine must hear of changes first."},
+    {"entries", T_ULONGLONG, offsetof(Entry, entries), 0, "Entries into the engine, direct or not."},
+    {NULL},
+};
+
+static PyTypeObject EntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dieselengine._wire.Entry",
+    .tp_doc = "Entry(echo): a script engine's entry for messages, which the wire calls itself; a result equal "
+              "to echo sends the message back to its sender.",
+    .tp_basicsize = sizeof(Entry),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Entry_new,
+    .tp_dealloc = (destructor)Entry_dealloc,
+    .tp_members = Entry_members,
 };
 
 /* -- frames for clients ---------------------------------------------------------------------- */
@@ -1013,11 +1164,16 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", "The WebSocket wire in C.", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (PyType_Ready(&ConnType) < 0 || PyType_Ready(&WireType) < 0) return NULL;
+    if (PyType_Ready(&ConnType) < 0 || PyType_Ready(&WireType) < 0 || PyType_Ready(&EntryType) < 0) return NULL;
+    str_busy = PyUnicode_InternFromString("busy");
+    str_queued = PyUnicode_InternFromString("queued");
+    zero = PyLong_FromLong(0);
+    if (str_busy == NULL || str_queued == NULL || zero == NULL) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Wire", (PyObject *)&WireType) < 0 ||
-        PyModule_AddObjectRef(m, "Conn", (PyObject *)&ConnType) < 0) {
+        PyModule_AddObjectRef(m, "Conn", (PyObject *)&ConnType) < 0 ||
+        PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -16,12 +16,24 @@ class Conn:
     def keepalive(self) -> None: ...
     def accept(self, response: bytes, session: Any) -> None: ...
     def respond(self, response: bytes) -> None: ...
+    def direct(self, entry: Entry | None, handle: object) -> None: ...
+
+class Entry:
+    """A script engine's entry for messages, which the wire calls itself."""
+
+    function: Callable[[object, str, None, int], object] | None
+    stale: bool
+    entries: int
+
+    def __init__(self, echo: int) -> None: ...
 
 class Wire:
     bytes_in: int
     bytes_out: int
     messages_in: int
     message_seconds: float
+    direct_calls: int
+    direct_frames: int
     connections: int
 
     def __init__(
@@ -29,8 +41,10 @@ class Wire:
         listener: int,
         on_head: Callable[[Conn, bytes | None, str], None],
         on_message: Callable[[Any, str | bytes], None],
+        on_finish: Callable[[Any, str, object, bool], None],
         on_lost: Callable[[Any], None],
         on_failed: Callable[[Any, int, str], None],
+        outbox: Any,
         loop: AbstractEventLoop,
         log: Logger,
         max_message_size: int,

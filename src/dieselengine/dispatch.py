@@ -41,7 +41,7 @@ class Dispatcher:
         if session.busy or session.server_closed:
             self._wait(session, message)
             return
-        self.stats.handler_calls += 1
+        self.stats.hook_calls += 1
         script = session.route.script
         try:
             result = script.call("message", session, message)
@@ -50,6 +50,18 @@ class Dispatcher:
             return
         if result is not None:
             self._awaiting(session, script, "message", result)
+
+    def finished(self, session: Session, message: Message, result: object, failed: bool) -> None:
+        """A message the wire handed to the script's engine itself (`_wire.Entry`): the rest of a
+        result other than nothing or an echo, or the error the call raised."""
+        script = session.route.script
+        try:
+            awaitable = script.finish(session, message, result, failed)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._failed(session, script, "message", exc)
+            return
+        if awaitable is not None:
+            self._awaiting(session, script, "message", awaitable)
 
     def _wait(self, session: Session, message: Message) -> None:
         """Into the inbox while an async hook runs; dropped once the server closed the session."""
@@ -82,7 +94,7 @@ class Dispatcher:
             result = None
             self._failed(session, script, hook, exc)
         stats = self.stats
-        stats.handler_calls += 1
+        stats.hook_calls += 1
         stats.hook_seconds += perf_counter() - started
         if result is not None:
             self._awaiting(session, script, hook, result)

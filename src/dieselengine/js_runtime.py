@@ -45,6 +45,7 @@ from urllib.parse import parse_qs
 
 import quickjs
 
+from ._wire import Entry
 from .runtime import Hook, Script, ScriptError
 
 if TYPE_CHECKING:
@@ -631,7 +632,7 @@ class _HubLink:
         for script in self.scripts:
             dirty = script._dirty
             dirty[room] = members
-            script._stale = True
+            script._entry.stale = True
             if len(dirty) == _MAX_DIRTY:
                 # A script that gets no calls while rooms churn elsewhere: push the counts now
                 # rather than let them pile up.
@@ -663,7 +664,7 @@ def _fix_text(text: str) -> str:
 # system call of about 0.5 us, a third of a short handler call. Instead, when the engine's C API is
 # reachable, each script installs a permanent interrupt handler (`JS_SetInterruptHandler`), which
 # the engine calls every 10,000 or so operations, also across calls. It compares the loop thread's
-# CPU time with what it was when it first saw the current entry (`JsScript._entries` counts them):
+# CPU time with what it was when it first saw the current entry (`JsScript._entry.entries` counts them):
 # the same budget per call, give or take those 10,000 operations, at no cost per call.
 #
 # The binding does not expose the JSRuntime pointer; it is the first field after the object header
@@ -694,8 +695,8 @@ def _on_interrupt(rt: int, opaque: int) -> int:
     if script is None:
         return 0
     now = time.thread_time()
-    if script._entries != script._seen_entry:
-        script._seen_entry = script._entries
+    if script._entry.entries != script._seen_entry:
+        script._seen_entry = script._entry.entries
         script._entry_cpu = now
         return 0
     return 1 if now - script._entry_cpu >= script._timeout else 0
@@ -733,15 +734,17 @@ class JsScript:
         self._promises: dict[int, asyncio.Future[None]] = {}
         self._dirty: dict[str, int] = {}
         self._closed: list[int] = []
-        self._stale = False
+        #: The entry the wire calls for this script's messages itself (`_wire.Entry`); its `stale`
+        #: is set while the engine must hear of changes first, and `entries` counts every entry into
+        #: the engine (see _on_interrupt).
+        self._entry = Entry(K_SEND)
         self._unloaded = False
         self._jobs_scheduled = False
         self._tick_jobs = True
         self._wants_headers = True
         self._wants_params = True
         self._link: _HubLink | None = None
-        #: Entries into the engine, and what the interrupt handler last saw (see _on_interrupt).
-        self._entries = 0
+        #: What the interrupt handler last saw of the entries into the engine (see _on_interrupt).
         self._seen_entry = -1
         self._entry_cpu = 0.0
         self._watch_key = 0
@@ -811,7 +814,7 @@ class JsScript:
         for module in modules:
             lines = module.code.count("\n") + 1
             self._lines.ranges.append((offset, lines, module.id))
-            self._entries += 1
+            self._entry.entries += 1
             try:
                 promise = ctx.module("\n" * offset + module.code)
             except quickjs.JSException as exc:
@@ -833,6 +836,8 @@ class JsScript:
         self._open = api("openSession")
         self._known = api("known")
         self._message = api("callMessage") if mask & 2 else None
+        if not self._tick_jobs:  # a script with async code needs a promise-job pass after each call
+            self._entry.function = self._message
         self._message_binary = api("callMessageBinary") if mask & 2 else None
         self._close = api("callClose")
 
@@ -861,8 +866,8 @@ class JsScript:
             state = session.runtime_state
             if self._message is None or state is None:
                 return None
-            sync, count = self._sync() if self._stale else _NO_SYNC
-            self._entries += 1
+            sync, count = self._sync() if self._entry.stale else _NO_SYNC
+            self._entry.entries += 1
             try:
                 if type(message) is str:
                     result = self._message(state, message, sync, count)
@@ -870,40 +875,51 @@ class JsScript:
                     result = self._message_binary(state, base64.b64encode(message).decode("ascii"), sync, count)
             except quickjs.JSException as exc:
                 raise self._failed(exc, session, message) from None
-            # The common results first: nothing, one broadcast/send of the message, one op with a text.
-            if result is None:
-                pass
-            elif type(result) is int:
-                if result & 3 == K_SEND:
-                    session.send(message)  # type: ignore[arg-type]
-                else:
-                    self.hub.broadcast(self._room_names[result >> 2], message,  # type: ignore[arg-type]
-                                       session if result & 3 == K_EXCEPT else None)
-            elif result[0] != "[":
-                self._short(result, session)  # one send or broadcast of a new text, a join or a leave
-            else:
-                return self._result(result, session, message)
-            if self._tick_jobs:  # spares scripts without async code a call on the hottest path
-                self._maybe_tick()
-            return None
+            return self._message_result(result, session, message)  # type: ignore[arg-type]
         if hook == "open":
             return self._call_open(session)
         return self._call_close(session)
+
+    def finish(self, session: Session, message: Message, result: Any, failed: bool) -> Awaitable[object] | None:
+        """The rest of a message the wire handed to this script's entry itself: `result` is what
+        the engine returned, or the error it raised when `failed`."""
+        if failed:
+            raise self._failed(result, session, message)
+        return self._message_result(result, session, message)
+
+    def _message_result(self, result: Any, session: Session, message: Message) -> Awaitable[object] | None:
+        # The common results first: nothing, one broadcast/send of the message, one op with a text.
+        if result is None:
+            pass
+        elif type(result) is int:
+            if result & 3 == K_SEND:
+                session.send(message)
+            else:
+                self.hub.broadcast(self._room_names[result >> 2], message,
+                                   session if result & 3 == K_EXCEPT else None)
+        elif result[0] != "[":
+            self._short(result, session)  # one send or broadcast of a new text, a join or a leave
+        else:
+            return self._result(result, session, message)
+        if self._tick_jobs:  # spares scripts without async code a call on the hottest path
+            self._maybe_tick()
+        return None
 
     def _call_open(self, session: Session) -> Awaitable[object] | None:
         """The session's object in the context and its onOpen, in one entry into the engine."""
         handle = self._next_handle = self._next_handle + 1
         session.runtime_state = handle
         self._live[handle] = session
+        session.conn.direct(self._entry, handle)
         request = session.request
         query, headers = self._handshake_data(request)
-        sync, count = self._sync() if self._stale else _NO_SYNC
-        self._entries += 1
+        sync, count = self._sync() if self._entry.stale else _NO_SYNC
+        self._entry.entries += 1
         try:
             result = self._open(handle, session.id, request.path, request.remote_addr, query, headers, sync, count)
         except quickjs.JSException as exc:
             error = self._failed(exc, session, None)
-            self._entries += 1
+            self._entry.entries += 1
             try:
                 made = self._known(handle)
             except quickjs.JSException:
@@ -911,6 +927,7 @@ class JsScript:
             if not made:  # it failed before onOpen (out of memory): the session has no object
                 self._live.pop(handle, None)
                 session.runtime_state = None
+                session.conn.direct(None, None)
             raise error from None
         if result is None:
             self._maybe_tick()
@@ -934,9 +951,9 @@ class JsScript:
             # onClose marks its own session closed: no need to send the handle along.
             closed.pop()
             if not closed and not self._dirty:
-                self._stale = False
-        sync, count = self._sync() if self._stale else _NO_SYNC
-        self._entries += 1
+                self._entry.stale = False
+        sync, count = self._sync() if self._entry.stale else _NO_SYNC
+        self._entry.entries += 1
         try:
             result = self._close(handle, sync, count)
         except quickjs.JSException as exc:
@@ -1005,7 +1022,7 @@ class JsScript:
         return error
 
     def _flush_after_error(self, session: Session | None, message: Message | None) -> None:
-        self._entries += 1
+        self._entry.entries += 1
         try:
             queued = self._drain(None, 0)
         except quickjs.JSException:
@@ -1111,7 +1128,7 @@ class JsScript:
     def _sync(self) -> tuple[str, int]:
         """What changed since the last call: room counts and sessions that started closing. The
         common case, one room's count, goes as (room, count), the rest as (JSON, -1)."""
-        self._stale = False
+        self._entry.stale = False
         dirty = self._dirty
         self._dirty = {}
         if len(dirty) == 1 and not self._closed:
@@ -1123,9 +1140,9 @@ class JsScript:
         return text, -1
 
     def _push_counts(self) -> None:
-        if self._unloaded or not self._stale:
+        if self._unloaded or not self._entry.stale:
             return
-        self._entries += 1
+        self._entry.entries += 1
         try:
             queued = self._drain(*self._sync())
         except quickjs.JSException as exc:
@@ -1153,10 +1170,10 @@ class JsScript:
         """Run pending promise jobs (each under the time limit), then what they queued."""
         ctx = self._ctx
         ran = 0
-        if self._stale:
+        if self._entry.stale:
             self._flush(self._drain(*self._sync()), None, None)
         while True:
-            self._entries += 1
+            self._entry.entries += 1
             try:
                 if not ctx.execute_pending_job():
                     break
@@ -1181,8 +1198,8 @@ class JsScript:
         if self._unloaded:
             return
         self._timers.pop(timer_id, None)
-        sync, count = self._sync() if self._stale else _NO_SYNC
-        self._entries += 1
+        sync, count = self._sync() if self._entry.stale else _NO_SYNC
+        self._entry.entries += 1
         try:
             queued = self._fire_fn(timer_id, sync, count)
         except quickjs.JSException as exc:
@@ -1231,7 +1248,7 @@ class JsScript:
         handle = session.runtime_state
         if handle is not None and handle in self._live:
             self._closed.append(handle)
-            self._stale = True
+            self._entry.stale = True
 
     def release(self, session: Session) -> None:
         handle = session.runtime_state
@@ -1256,16 +1273,18 @@ class JsScript:
             rooms = json.dumps(sorted(room.name for room in session.rooms))
             request = session.request
             query, headers = self._handshake_data(request)
-            self._entries += 1
+            self._entry.entries += 1
             try:
                 self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
                                   attrs, rooms, session.is_open())
             except quickjs.JSException as exc:
                 self._log.error("reload: session %s cannot be carried over: %s", session.id, self._describe(str(exc)))
                 session.runtime_state = None
+                session.conn.direct(None, None)
                 continue
             session.runtime_state = handle
             self._live[handle] = session
+            session.conn.direct(self._entry, handle)
 
     def unload(self) -> None:
         """Stop its timers, abandon its pending async hooks, forget the context."""
@@ -1288,3 +1307,4 @@ class JsScript:
         self._ctx = None
         self._api = self._new_session = self._export_attrs = self._drain = self._fire_fn = self._known = None
         self._open = self._message = self._message_binary = self._close = None
+        self._entry.function = None

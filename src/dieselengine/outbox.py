@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class Outbox:
-    __slots__ = ("_loop", "_seq", "_tick", "_rooms", "_sessions", "_scheduled", "_stats")
+    __slots__ = ("_loop", "_seq", "_tick", "_rooms", "_sessions", "queued", "_stats")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stats: Stats) -> None:
         self._loop = loop
@@ -31,7 +31,8 @@ class Outbox:
         self._tick = 0
         self._rooms: list[Room] = []
         self._sessions: list[Session] = []
-        self._scheduled = False
+        #: Frames wait for the flush. The wire reads it: while true, it sends no echo directly.
+        self.queued = False
         self._stats = stats
 
     def to_session(self, session: Session, frame: bytes) -> None:
@@ -39,8 +40,8 @@ class Outbox:
             self._sessions.append(session)
         self._seq += 1
         session.direct.append((self._seq, frame))
-        if not self._scheduled:
-            self._scheduled = True
+        if not self.queued:
+            self.queued = True
             self._loop.call_soon(self.flush)
 
     def to_room(self, room: Room, frame: bytes, skip: Session | None) -> None:
@@ -48,14 +49,14 @@ class Outbox:
             self._rooms.append(room)
         self._seq += 1
         room.batch.append((self._seq, frame, skip))
-        if not self._scheduled:
-            self._scheduled = True
+        if not self.queued:
+            self.queued = True
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write everything queued so far; also called early when a membership change or a close
         must not be reordered with frames already queued."""
-        self._scheduled = False
+        self.queued = False
         rooms, self._rooms = self._rooms, []
         sessions, self._sessions = self._sessions, []
         self._tick += 1
@@ -82,7 +83,7 @@ class Outbox:
                 session.deliver(direct[0][1] if len(direct) == 1 else b"".join([f for _, f in direct]))
         for room in rooms:
             room.batch = []
-        self._stats.frames_out += frames
+        self._stats.frames_queued += frames
 
     @staticmethod
     def _merge(member: Session, tick: int) -> int:

@@ -11,6 +11,7 @@ from ._wire import frame
 from .request import Request
 
 if TYPE_CHECKING:
+    from ._wire import Entry
     from .hub import Hub
     from .rooms import Room
     from .routing import Route
@@ -44,6 +45,10 @@ class Connection(Protocol):
 
     def keepalive(self) -> None:
         """Called once per ping interval: ping a silent client, drop one that did not answer."""
+
+    def direct(self, entry: Entry | None, handle: object) -> None:
+        """Hand this session's text messages to a script engine's entry with the session's handle,
+        without a Python call in between (`_wire.Entry`); (None, None) undoes it."""
 
 
 _random_pool: list[str] = []

@@ -12,18 +12,21 @@ class WireCounters(Protocol):
     bytes_out: int
     messages_in: int
     message_seconds: float
+    direct_calls: int
+    direct_frames: int
 
 
 class Stats:
     """Counters kept as plain ints and floats: a Prometheus metric object per increment costs
     about a microsecond, which the per-message path cannot afford. The wire counts bytes and
-messages, and times the handling of each message as it arrives."""
+messages, times the handling of each message as it arrives, and counts the calls and echoes it
+made itself (`_wire.Entry`); the properties add them up."""
 
     __slots__ = (
         "sessions_opened",
         "sessions_closed",
-        "frames_out",
-        "handler_calls",
+        "frames_queued",
+        "hook_calls",
         "handler_errors",
         "hook_seconds",
         "slow_consumer_closes",
@@ -53,3 +56,11 @@ messages, and times the handling of each message as it arrives."""
     @property
     def handler_seconds(self) -> float:
         return self.hook_seconds + (self.wire.message_seconds if self.wire is not None else 0.0)
+
+    @property
+    def handler_calls(self) -> int:
+        return self.hook_calls + (self.wire.direct_calls if self.wire is not None else 0)
+
+    @property
+    def frames_out(self) -> int:
+        return self.frames_queued + (self.wire.direct_frames if self.wire is not None else 0)

@@ -2,7 +2,8 @@
 
 The wire accepts, reads the request head, parses and unmasks frames, checks the limits and UTF-8,
 answers pings and close frames, and writes with backpressure. Python is entered once per request
-head (`_handshake`: routing, the 101, the session) and once per message (the dispatcher). Measured
+head (`_handshake`: routing, the 101, the session) and once per message (the dispatcher), or not
+at all when a script engine gave the wire its entry and the message only needs an echo. Measured
 beside uvloop's transport with a Python frame parser (bench/RESULTS.md), that is the difference
 between 1.4-1.9 us and a fraction of a microsecond per message.
 """
@@ -53,9 +54,9 @@ class Transport:
         self._endpoints = endpoints
         self._settings = settings
         self._loop = dispatcher.hub.loop
-        self.wire = Wire(sock.fileno(), self._handshake, dispatcher.received, dispatcher.ended, self._failed,
-                         self._loop, log, settings.max_message_size, MAX_HEAD_SIZE, settings.handshake_timeout,
-                         settings.close_timeout)
+        self.wire = Wire(sock.fileno(), self._handshake, dispatcher.received, dispatcher.finished, dispatcher.ended,
+                         self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
+                         MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout)
         dispatcher.stats.wire = self.wire
         self._loop.add_reader(self.wire.fileno(), self.wire.poll)
 
