@@ -1028,52 +1028,34 @@ static PyObject *wire_frame(PyObject *module, PyObject *message) {
 
 /* -- the upgrade: RFC 6455 section 4.2 ------------------------------------------------------- */
 
-typedef struct {
-    uint32_t h[5];
-    unsigned char block[64];
-    size_t used;
-    uint64_t bits;
-} sha1_t;
-
 static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
 
-static void sha1_block(sha1_t *s) {
-    uint32_t w[80], a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
+static void sha1_block(uint32_t h[5], const unsigned char *block) {
+    uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
     for (int i = 0; i < 16; i++)
-        w[i] = ((uint32_t)s->block[4 * i] << 24) | ((uint32_t)s->block[4 * i + 1] << 16) |
-               ((uint32_t)s->block[4 * i + 2] << 8) | s->block[4 * i + 3];
+        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
+               ((uint32_t)block[4 * i + 2] << 8) | block[4 * i + 3];
     for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999;
-        else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1;
-        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
-        else f = b ^ c ^ d, k = 0xCA62C1D6;
-        uint32_t t = rol(a, 5) + f + e + k + w[i];
-        e = d, d = c, c = rol(b, 30), b = a, a = t;
-    }
-    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e;
+#define ROUND(f, k, i) { uint32_t t = rol(a, 5) + (f) + e + (k) + w[i]; e = d; d = c; c = rol(b, 30); b = a; a = t; }
+    for (int i = 0; i < 20; i++) ROUND((b & c) | (~b & d), 0x5A827999, i)
+    for (int i = 20; i < 40; i++) ROUND(b ^ c ^ d, 0x6ED9EBA1, i)
+    for (int i = 40; i < 60; i++) ROUND((b & c) | (b & d) | (c & d), 0x8F1BBCDC, i)
+    for (int i = 60; i < 80; i++) ROUND(b ^ c ^ d, 0xCA62C1D6, i)
+#undef ROUND
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
 }
 
-static void sha1_add(sha1_t *s, const unsigned char *data, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        s->block[s->used++] = data[i];
-        s->bits += 8;
-        if (s->used == 64) {
-            sha1_block(s);
-            s->used = 0;
-        }
-    }
-}
-
-static void sha1_end(sha1_t *s, unsigned char digest[20]) {
-    uint64_t bits = s->bits;
-    unsigned char pad = 0x80, zero = 0, length[8];
-    sha1_add(s, &pad, 1);
-    while (s->used != 56) sha1_add(s, &zero, 1);
-    for (int i = 0; i < 8; i++) length[i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha1_add(s, length, 8);
-    for (int i = 0; i < 20; i++) digest[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+/* SHA-1 of a message shorter than 120 bytes (a key and the GUID are 60): two blocks at most. */
+static void sha1_short(const unsigned char *data, size_t n, unsigned char digest[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    unsigned char padded[128] = {0};
+    size_t blocks = n < 56 ? 1 : 2;
+    uint64_t bits = (uint64_t)n * 8;
+    memcpy(padded, data, n);
+    padded[n] = 0x80;
+    for (int i = 0; i < 8; i++) padded[64 * blocks - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t k = 0; k < blocks; k++) sha1_block(h, padded + 64 * k);
+    for (int i = 0; i < 20; i++) digest[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
 }
 
 static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1131,12 +1113,10 @@ static PyObject *wire_upgrade(PyObject *module, PyObject *args) {
     int valid = key != NULL && n == 24 && key[22] == '=' && key[23] == '=';
     for (size_t i = 0; valid && i < 22; i++) valid = key[i] != '=' && strchr(BASE64, key[i]) != NULL && key[i];
     if (!valid) return refused(400, "invalid Sec-WebSocket-Key");  /* 16 bytes, base64: 22 characters and "==" */
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    sha1_t sha = {{0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0}, {0}, 0, 0};
-    unsigned char digest[21] = {0};
-    sha1_add(&sha, (const unsigned char *)key, 24);
-    sha1_add(&sha, (const unsigned char *)guid, sizeof guid - 1);
-    sha1_end(&sha, digest);
+    unsigned char keyed[60], digest[21] = {0};
+    memcpy(keyed, key, 24);
+    memcpy(keyed + 24, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+    sha1_short(keyed, sizeof keyed, digest);
     char accept[29];
     for (int i = 0, o = 0; i < 21; i += 3, o += 4) {
         uint32_t t = ((uint32_t)digest[i] << 16) | ((uint32_t)digest[i + 1] << 8) | digest[i + 2];
@@ -1146,9 +1126,13 @@ static PyObject *wire_upgrade(PyObject *module, PyObject *args) {
         accept[o + 3] = BASE64[t & 63];
     }
     accept[27] = '=';
-    accept[28] = 0;
-    return PyBytes_FromFormat("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    static const char before[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 "Sec-WebSocket-Accept: ";
+    char response[sizeof before - 1 + 28 + 4];
+    memcpy(response, before, sizeof before - 1);
+    memcpy(response + sizeof before - 1, accept, 28);
+    memcpy(response + sizeof before - 1 + 28, "\r\n\r\n", 4);
+    return PyBytes_FromStringAndSize(response, sizeof response);
 }
 
 static PyMethodDef module_methods[] = {
