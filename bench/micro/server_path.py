@@ -5,7 +5,8 @@ dispatcher, hub, outbox, the script runtimes), called as the C wire calls them: 
 head, then with each message. Only the wire's connection is replaced, by one that discards what
 is written. What the kernel and the wire cost is left out, so the figures are what our Python
 (and the JS engine) adds to each operation; `python bench/run.py` reports the whole server's CPU
-per operation, split into user and kernel time.
+per operation, split into user and kernel time. The echo mode measures the Python path; in a real
+server the wire hands a JavaScript echo to the engine itself (`_wire.Entry`), without it.
 
     python bench/micro/server_path.py [--repeat 3] [--profile] [MODE ...]
 

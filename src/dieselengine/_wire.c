@@ -85,6 +85,8 @@ typedef struct Conn {
     Wire *wire;
     int fd;
     unsigned char state, reading, alive, pinged, in_parts, parts_text;
+    /* The client's address (AF_INET or AF_INET6, 0 if neither), taken from accept. */
+    unsigned char peer_family, peer[16];
     uint32_t events;
     PyObject *session;
     /* The session's script entry and its handle in the engine, when its runtime gave them. */
@@ -332,17 +334,26 @@ static int direct_ok(Conn *c) {
            !attribute_is_true(c->session, str_busy) && !attribute_is_true(c->wire->outbox, str_queued);
 }
 
+static int is_echo(PyObject *result, long echo) {
+    if (!PyLong_CheckExact(result)) return 0;
+    long code = PyLong_AsLong(result);
+    if (code == -1 && PyErr_Occurred()) {
+        PyErr_Clear();  /* too large for a C long: not the echo */
+        return 0;
+    }
+    return code == echo;
+}
+
 /* One message into the engine: nothing to do and an echo are handled here, any other result (or
  * an error) by the Python side, `on_finish(session, message, result, failed)`. */
 static void conn_direct(Conn *c, PyObject *message) {
     Wire *w = c->wire;
-    Entry *e = c->entry;
-    Py_INCREF(e);
+    Entry *e = (Entry *)Py_NewRef(c->entry);
     e->entries++;
     w->direct_calls++;
     PyObject *args[4] = {c->handle, message, Py_None, zero};
     PyObject *result = PyObject_Vectorcall(e->function, args, 4, NULL);
-    int failed = result == NULL;
+    int failed = result == NULL, done = 0;
     if (failed) {
         PyObject *type, *traceback;
         PyErr_Fetch(&type, &result, &traceback);
@@ -351,25 +362,25 @@ static void conn_direct(Conn *c, PyObject *message) {
         Py_XDECREF(type);
         Py_XDECREF(traceback);
     } else if (result == Py_None) {
-        Py_DECREF(result);
-        Py_DECREF(e);
-        return;
-    } else if (PyLong_CheckExact(result) && PyLong_AsLong(result) == e->echo) {
+        done = 1;
+    } else if (is_echo(result, e->echo)) {
+        /* The message came in as valid UTF-8, so only memory can fail here. */
         PyObject *frame = wire_frame(NULL, message);
         if (frame != NULL) {
             w->direct_frames++;
             conn_send(c, (const unsigned char *)PyBytes_AS_STRING(frame), (size_t)PyBytes_GET_SIZE(frame));
             Py_DECREF(frame);
-            Py_DECREF(result);
-            Py_DECREF(e);
-            return;
+            done = 1;
+        } else {
+            report((PyObject *)c);
         }
-        PyErr_Clear();  /* a lone surrogate: the Python side replaces it */
     }
-    PyObject *finish = PyObject_CallFunctionObjArgs(w->on_finish, c->session, message, result,
-                                                    failed ? Py_True : Py_False, NULL);
-    if (finish == NULL) report(w->on_finish);
-    Py_XDECREF(finish);
+    if (!done) {
+        PyObject *finish = PyObject_CallFunctionObjArgs(w->on_finish, c->session, message, result,
+                                                        failed ? Py_True : Py_False, NULL);
+        if (finish == NULL) report(w->on_finish);
+        Py_XDECREF(finish);
+    }
     Py_DECREF(result);
     Py_DECREF(e);
 }
@@ -534,16 +545,9 @@ static size_t conn_frames(Conn *c, unsigned char *data, size_t size) {
     return at;
 }
 
-static PyObject *peer_address(int fd) {
-    struct sockaddr_storage address;
-    socklen_t size = sizeof address;
+static PyObject *peer_address(Conn *c) {
     char text[INET6_ADDRSTRLEN] = "";
-    if (getpeername(fd, (struct sockaddr *)&address, &size) == 0) {
-        if (address.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&address)->sin_addr, text, sizeof text);
-        else if (address.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&address)->sin6_addr, text, sizeof text);
-    }
+    if (c->peer_family) inet_ntop(c->peer_family, c->peer, text, sizeof text);
     return PyUnicode_FromString(text);
 }
 
@@ -552,7 +556,7 @@ static PyObject *peer_address(int fd) {
 static void conn_head(Conn *c, const unsigned char *head, size_t size, int complete) {
     Wire *w = c->wire;
     PyObject *bytes = complete ? PyBytes_FromStringAndSize((const char *)head, (Py_ssize_t)size) : Py_NewRef(Py_None);
-    PyObject *peer = peer_address(c->fd);
+    PyObject *peer = peer_address(c);
     PyObject *result = NULL;
     if (bytes && peer) result = PyObject_CallFunctionObjArgs(w->on_head, (PyObject *)c, bytes, peer, NULL);
     if (result == NULL) report(w->on_head);
@@ -625,7 +629,9 @@ static void conn_readable(Conn *c) {
 
 static void wire_accept(Wire *w) {
     for (int k = 0; k < ACCEPT_BATCH; k++) {
-        int fd = accept4(w->listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage address;
+        socklen_t address_size = sizeof address;
+        int fd = accept4(w->listener, (struct sockaddr *)&address, &address_size, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == ECONNABORTED || errno == EINTR) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -638,8 +644,6 @@ static void wire_accept(Wire *w) {
             }
             return;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         Conn *c = PyObject_New(Conn, &ConnType);
         if (c == NULL) {
             PyErr_Clear();
@@ -657,6 +661,10 @@ static void wire_accept(Wire *w) {
         c->entry = NULL;
         c->in = c->parts = c->out = (buffer_t){0};
         c->out_at = 0;
+        c->peer_family = (unsigned char)address.ss_family;
+        if (address.ss_family == AF_INET) memcpy(c->peer, &((struct sockaddr_in *)&address)->sin_addr, 4);
+        else if (address.ss_family == AF_INET6) memcpy(c->peer, &((struct sockaddr_in6 *)&address)->sin6_addr, 16);
+        else c->peer_family = 0;
         handshaking_add(w, c);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &e);  /* the set's reference is the new object's */
@@ -891,6 +899,10 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     w->max_head = max_head;
     w->handshake_timeout = handshake_timeout;
     w->close_timeout = close_timeout;
+    /* Accepted sockets inherit TCP_NODELAY from the listening one on Linux: one system call per
+     * server instead of one per connection. */
+    int one = 1;
+    setsockopt(listener, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     listen_again(w);
     if (!w->accepting) {
         PyErr_SetFromErrno(PyExc_OSError);

@@ -28,7 +28,7 @@ def valid_close_code(code: int) -> bool:
 
 
 class Connection(Protocol):
-    """What the core needs from a transport; `transport.WebSocketProtocol` implements it."""
+    """What the core needs from a transport; the wire's `_wire.Conn` implements it."""
 
     def write(self, data: bytes) -> int:
         """Queue raw frame bytes; return the bytes the transport still holds for this client."""

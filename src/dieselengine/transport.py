@@ -84,7 +84,7 @@ class Transport:
             return
         trusted = self._settings.trusted_proxies
         request = Request(parsed.path, parsed.query, parsed.raw_headers, "")
-        request.remote_addr = client_address(peer, request.header("x-forwarded-for") if trusted else None, trusted)
+        request.remote_addr = client_address(peer, request.header("x-forwarded-for"), trusted) if trusted else peer
         session = Session(self._dispatcher.hub, conn, request, found)
         conn.accept(response, session)
         self._dispatcher.opened(session)
