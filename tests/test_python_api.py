@@ -258,7 +258,7 @@ def test_on_close_once_and_membership_after_it(life):
                 pass
             assert await watcher.recv() == "left clean"
             raw = socket.create_connection(("127.0.0.1", life.port))
-            raw.sendall(f"GET /ws/life?name=abrupt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            raw.sendall("GET /ws/life?name=abrupt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
             raw.recv(1024)
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -26,7 +26,6 @@ import pstats
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import uvloop
 from dieselengine.dispatch import Dispatcher

@@ -330,7 +330,7 @@ static int attribute_is_true(PyObject *object, PyObject *name) {
  * an async hook (its messages then wait in its inbox). */
 static int direct_ok(Conn *c) {
     Entry *e = c->entry;
-    return e != NULL && e->function != Py_None && !e->stale && c->out.len == c->out_at &&
+    return e != NULL && e->function != NULL && e->function != Py_None && !e->stale && c->out.len == c->out_at &&
            !attribute_is_true(c->session, str_busy) && !attribute_is_true(c->wire->outbox, str_queued);
 }
 
@@ -950,8 +950,8 @@ static PyMemberDef Wire_members[] = {
 static PyTypeObject WireType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dieselengine._wire.Wire",
-    .tp_doc = "Wire(listener, on_head, on_message, on_lost, on_failed, loop, log, max_message_size, "
-              "max_head_size, handshake_timeout, close_timeout): the server's sockets.",
+    .tp_doc = "Wire(listener, on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log, "
+              "max_message_size, max_head_size, handshake_timeout, close_timeout): the server's sockets.",
     .tp_basicsize = sizeof(Wire),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = Wire_new,

@@ -57,7 +57,7 @@ def accept_upgrade(head: RequestHead) -> bytes:
     """Validate a WebSocket upgrade (RFC 6455 section 4.2.1) and return the 101 response; the
     header checks and the accept key are the wire's, in C (a third of a handshake in Python)."""
     answer = upgrade(head.method, head.raw_headers)
-    if type(answer) is tuple:
+    if isinstance(answer, tuple):
         raise HandshakeError(*answer)
     return answer
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-
-class WireCounters(Protocol):
-    """The transport's own counters, kept in C (`_wire.Wire`)."""
-
-    bytes_in: int
-    bytes_out: int
-    messages_in: int
-    message_seconds: float
-    direct_calls: int
-    direct_frames: int
+if TYPE_CHECKING:
+    from ._wire import Wire
 
 
 class Stats:
     """Counters kept as plain ints and floats: a Prometheus metric object per increment costs
     about a microsecond, which the per-message path cannot afford. The wire counts bytes and
-messages, times the handling of each message as it arrives, and counts the calls and echoes it
-made itself (`_wire.Entry`); the properties add them up."""
+    messages, times the handling of each message as it arrives, and counts the calls and echoes it
+    made itself (`_wire.Entry`); the properties add them up."""
 
     __slots__ = (
         "sessions_opened",
@@ -34,12 +26,21 @@ made itself (`_wire.Entry`); the properties add them up."""
         "wire",
     )
 
+    sessions_opened: int
+    sessions_closed: int
+    frames_queued: int
+    hook_calls: int
+    handler_errors: int
+    hook_seconds: float
+    slow_consumer_closes: int
+    protocol_closes: int
+
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
         #: Handler time the dispatcher measures: open, close, and messages that waited in an inbox.
         self.hook_seconds = 0.0
-        self.wire: WireCounters | None = None
+        self.wire: Wire | None = None
 
     @property
     def bytes_in(self) -> int:
