@@ -114,6 +114,10 @@ struct Wire {
     unsigned long long bytes_in, bytes_out, messages_in, direct_calls, direct_frames;
     double message_seconds;
     Py_ssize_t connections;
+    /* Connections with an echo queued during this poll, written once every ready connection has
+     * been read: the peer is woken once per batch rather than once per message. */
+    Conn *echoed[MAX_EVENTS];
+    int echoed_count, polling;
 };
 
 static PyTypeObject ConnType, WireType, EntryType;
@@ -368,7 +372,14 @@ static void conn_direct(Conn *c, PyObject *message) {
         PyObject *frame = wire_frame(NULL, message);
         if (frame != NULL) {
             w->direct_frames++;
-            conn_send(c, (const unsigned char *)PyBytes_AS_STRING(frame), (size_t)PyBytes_GET_SIZE(frame));
+            const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(frame);
+            size_t size = (size_t)PyBytes_GET_SIZE(frame);
+            if (w->polling && w->echoed_count < MAX_EVENTS && buffer_append(&c->out, data, size) == 0) {
+                w->bytes_out += size;
+                w->echoed[w->echoed_count++] = (Conn *)Py_NewRef(c);
+            } else {
+                conn_send(c, data, size);
+            }
             Py_DECREF(frame);
             done = 1;
         } else {
@@ -820,6 +831,7 @@ static PyTypeObject ConnType = {
 static PyObject *Wire_poll(Wire *w, PyObject *unused) {
     struct epoll_event events[MAX_EVENTS];
     int ready = epoll_wait(w->ep, events, MAX_EVENTS, 0);
+    w->polling = 1;
     for (int k = 0; k < ready; k++) {
         Conn *c = events[k].data.ptr;
         if (c == NULL) {
@@ -835,6 +847,16 @@ static PyObject *Wire_poll(Wire *w, PyObject *unused) {
         }
         Py_DECREF(c);
     }
+    w->polling = 0;
+    for (int k = 0; k < w->echoed_count; k++) {
+        Conn *c = w->echoed[k];
+        if (c->state != GONE && c->out.len > c->out_at) {
+            conn_writable(c);
+            watch(c);
+        }
+        Py_DECREF(c);
+    }
+    w->echoed_count = 0;
     Py_RETURN_NONE;
 }
 
