@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import signal
 import socket
 import time
@@ -139,3 +141,37 @@ def test_sigterm_closes_sessions_with_1001_and_runs_on_close(echo):
     assert echo.proc.wait(15) == 0
     for i in range(3):
         assert f"on_close ran for c{i}" in echo.log()
+
+
+def _upgrade(port: int) -> socket.socket:
+    """An upgrade request sent, its answer not read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return sock
+
+
+def test_out_of_descriptors_pauses_accepting_then_resumes(serve, tmp_path):
+    # With its file descriptors used up the server cannot accept: it says so, keeps serving the
+    # sessions it has, and accepts the waiting clients once a connection closes.
+    echo = serve(write_scripts(tmp_path / "app", {"echo.py": ECHO}), "--ping-interval", "60")
+    pid = echo.proc.pid
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    admitted = [RawClient(echo.port, "/ws/echo") for _ in range(3)]
+    assert [client.status for client in admitted] == [101, 101, 101]
+    waiting = [_upgrade(echo.port) for _ in range(2)]  # in the kernel's backlog, not yet accepted
+    echo.wait_log(r"cannot accept connections \(Too many open files\) with 3 open; pausing accept")
+    waiting[0].settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        waiting[0].recv(4096)
+    admitted[2].send_frame(0x1, b"still here")
+    assert admitted[2].read_frame() == (0x1, b"still here")
+    admitted[0].close()
+    admitted[1].close()
+    for sock in waiting:
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+        sock.close()
+    admitted[2].close()
+    assert echo.proc.poll() is None
