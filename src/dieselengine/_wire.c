@@ -302,7 +302,9 @@ static void conn_shut(Conn *c) {
 
 /* -- reading ------------------------------------------------------------------------------- */
 
-static int valid_close_code(int code) {
+/* The close codes that may appear in a close frame (RFC 6455 section 7.4): the registered ones
+ * (not 1004-1006 or 1015, which never go on the wire) and the private range 3000-4999. */
+static int valid_close_code(long code) {
     return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
 
@@ -324,9 +326,9 @@ static int attribute_is_true(PyObject *object, PyObject *name) {
         PyErr_Clear();
         return 1;  /* unknown: take the Python path */
     }
-    int true = value == Py_True;
+    int is_true = value == Py_True;
     Py_DECREF(value);
-    return true;
+    return is_true;
 }
 
 /* The engine may be entered directly: the script allows it, nothing is queued for the client
@@ -1169,7 +1171,19 @@ static PyObject *wire_upgrade(PyObject *module, PyObject *args) {
     return PyBytes_FromStringAndSize(response, sizeof response);
 }
 
+static PyObject *wire_valid_close_code(PyObject *module, PyObject *code) {
+    if (!PyLong_Check(code)) Py_RETURN_FALSE;
+    long value = PyLong_AsLong(code);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();  /* too large for a C long: not a close code */
+        Py_RETURN_FALSE;
+    }
+    return PyBool_FromLong(valid_close_code(value));
+}
+
 static PyMethodDef module_methods[] = {
+    {"valid_close_code", wire_valid_close_code, METH_O,
+     "valid_close_code(code) -> whether a close frame may carry it (the wire checks clients' with the same rule)."},
     {"upgrade", wire_upgrade, METH_VARARGS,
      "upgrade(method, raw_headers) -> the 101 response, or (status, reason) when the request is not a valid "
      "WebSocket upgrade."},

@@ -7,7 +7,7 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._wire import frame
+from ._wire import frame, valid_close_code
 from .request import Request
 
 if TYPE_CHECKING:
@@ -17,14 +17,6 @@ if TYPE_CHECKING:
     from .routing import Route
 
 Message = str | bytes
-
-#: Close codes that may appear in a close frame (RFC 6455 section 7.4): the registered ones
-#: (not 1004-1006 or 1015, which never go on the wire) and the private range 3000-4999.
-_REGISTERED_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
-
-
-def valid_close_code(code: int) -> bool:
-    return code in _REGISTERED_CLOSE_CODES or 3000 <= code <= 4999
 
 
 class Connection(Protocol):
