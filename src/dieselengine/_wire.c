@@ -320,6 +320,12 @@ static int conn_fail(Conn *c, int code, const char *reason) {
     return 0;
 }
 
+static int fail_too_big(Conn *c) {
+    char reason[64];
+    snprintf(reason, sizeof reason, "message over %zd bytes", c->wire->max_message);
+    return conn_fail(c, 1009, reason);
+}
+
 static int attribute_is_true(PyObject *object, PyObject *name) {
     PyObject *value = PyObject_GetAttr(object, name);
     if (value == NULL) {
@@ -473,11 +479,7 @@ static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload
         return 1;
     case 0x0: {
         if (!c->in_parts) return conn_fail(c, 1002, "continuation frame without a message to continue");
-        if (c->parts.len + size > (size_t)w->max_message) {
-            char reason[64];
-            snprintf(reason, sizeof reason, "message over %zd bytes", w->max_message);
-            return conn_fail(c, 1009, reason);
-        }
+        if (c->parts.len + size > (size_t)w->max_message) return fail_too_big(c);
         if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
         if (!final) return 1;
         c->in_parts = 0;
@@ -543,9 +545,7 @@ static size_t conn_frames(Conn *c, unsigned char *data, size_t size) {
             break;
         }
         if (length > (uint64_t)c->wire->max_message) {
-            char reason[64];
-            snprintf(reason, sizeof reason, "message over %zd bytes", c->wire->max_message);
-            conn_fail(c, 1009, reason);
+            fail_too_big(c);
             break;
         }
         header += 4;
