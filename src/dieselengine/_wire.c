@@ -682,6 +682,11 @@ static void wire_accept(Wire *w) {
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &e);  /* the set's reference is the new object's */
         w->connections++;
+        /* With TCP_DEFER_ACCEPT the request head has usually arrived already: read it now rather
+         * than after another epoll round. */
+        Py_INCREF(c);
+        conn_readable(c);
+        Py_DECREF(c);
     }
 }
 
@@ -924,9 +929,11 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     w->handshake_timeout = handshake_timeout;
     w->close_timeout = close_timeout;
     /* Accepted sockets inherit TCP_NODELAY from the listening one on Linux: one system call per
-     * server instead of one per connection. */
+     * server instead of one per connection. TCP_DEFER_ACCEPT: a connection is handed over once its
+     * client has sent something (a WebSocket client always speaks first), as Bun's listener does. */
     int one = 1;
     setsockopt(listener, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(listener, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
     listen_again(w);
     if (!w->accepting) {
         PyErr_SetFromErrno(PyExc_OSError);
