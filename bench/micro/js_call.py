@@ -20,6 +20,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from null_connection import NullConnection
+
 from dieselengine.hub import Hub
 from dieselengine import js_runtime
 from dieselengine.js_runtime import JsScript
@@ -50,20 +52,6 @@ SCRIPTS = {
 }
 BATCH = 100
 MEMBERS = 3
-
-
-class NullConnection:
-    def write(self, data: bytes) -> int:
-        return 0
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def measure(folder: Path, calls: int, repeat: int) -> dict[str, float]:

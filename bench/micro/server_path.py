@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 import uvloop
+from null_connection import NullConnection
+
 from dieselengine.dispatch import Dispatcher
 from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub
@@ -42,7 +44,7 @@ SERVERS = Path(__file__).resolve().parents[1] / "servers"
 MODES = {"hs-echo": 20_000, "hs-chat": 20_000, "churn": 30_000, "echo": 100_000}
 
 
-class DiscardingConn:
+class DiscardingConn(NullConnection):
     """The wire's connection, minus the socket: writes are dropped, a close is reported lost on
     the next loop iteration, as the wire does."""
 
@@ -56,33 +58,12 @@ class DiscardingConn:
     def respond(self, response: bytes) -> None:
         raise AssertionError(response)
 
-    def write(self, data: bytes) -> int:
-        return 0
-
     def closed_by_client(self) -> None:
         """What the wire does with a client's close frame: the session closes, then is lost."""
         session, self.session = self.session, None
         assert session is not None
         session.mark_closing()
         asyncio.get_running_loop().call_soon(self._transport._dispatcher.ended, session)
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def keepalive(self) -> None:
-        pass
-
-    def direct(self, entry: object, handle: object) -> None:
-        pass
 
 
 def upgrade_request(path: str) -> bytes:

@@ -974,7 +974,6 @@ static PyMemberDef Wire_members[] = {
      "Time spent handling messages as they arrived (the handler's synchronous part, and its dispatch)."},
     {"direct_calls", T_ULONGLONG, offsetof(Wire, direct_calls), READONLY, "Messages the wire handed to an engine itself."},
     {"direct_frames", T_ULONGLONG, offsetof(Wire, direct_frames), READONLY, "Echoes the wire sent itself."},
-    {"connections", T_PYSSIZET, offsetof(Wire, connections), READONLY, "Open sockets."},
     {NULL},
 };
 

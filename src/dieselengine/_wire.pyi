@@ -34,7 +34,6 @@ class Wire:
     message_seconds: float
     direct_calls: int
     direct_frames: int
-    connections: int
 
     def __init__(
         self,
