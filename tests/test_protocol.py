@@ -151,13 +151,26 @@ def _upgrade(port: int) -> socket.socket:
     return sock
 
 
+def _descriptors(pid: int) -> set[int]:
+    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
 def test_out_of_descriptors_pauses_accepting_then_resumes(serve, tmp_path):
     # With its file descriptors used up the server cannot accept: it says so, keeps serving the
     # sessions it has, and accepts the waiting clients once a connection closes.
     echo = serve(write_scripts(tmp_path / "app", {"echo.py": ECHO}), "--ping-interval", "60")
     pid = echo.proc.pid
-    in_use = len(os.listdir(f"/proc/{pid}/fd"))
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    # The limit bounds descriptor numbers, not their count (the server may inherit a high one):
+    # it is set just above the three lowest free numbers, once the readiness probe's socket closed.
+    in_use = _descriptors(pid)
+    while True:
+        time.sleep(0.2)
+        settled = _descriptors(pid)
+        if settled == in_use:
+            break
+        in_use = settled
+    free = [fd for fd in range(len(in_use) + 3) if fd not in in_use][:3]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (free[-1] + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     admitted = [RawClient(echo.port, "/ws/echo") for _ in range(3)]
     assert [client.status for client in admitted] == [101, 101, 101]
     waiting = [_upgrade(echo.port) for _ in range(2)]  # in the kernel's backlog, not yet accepted

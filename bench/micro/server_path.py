@@ -30,6 +30,7 @@ from pathlib import Path
 import uvloop
 from null_connection import NullConnection
 
+from dieselengine._wire import request_head
 from dieselengine.dispatch import Dispatcher
 from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub
@@ -92,8 +93,10 @@ async def measure(mode: str, folder: Path, profiler: cProfile.Profile | None) ->
         return time.perf_counter()
 
     def connect(head: bytes) -> DiscardingConn:
+        """What the wire does with a request head: its parts, parsed and answered in C, to Python."""
         conn = DiscardingConn(transport)
-        transport._handshake(conn, head, "127.0.0.1")  # type: ignore[arg-type]
+        method, path, query, raw_headers, answer = request_head(head)
+        transport._handshake(conn, method, path, query, raw_headers, "127.0.0.1", answer)  # type: ignore[arg-type]
         return conn
 
     if mode.startswith("hs-"):

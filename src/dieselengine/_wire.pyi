@@ -38,7 +38,7 @@ class Wire:
     def __init__(
         self,
         listener: int,
-        on_head: Callable[[Conn, bytes | None, str], None],
+        on_head: Callable[[Conn, bytes | None, str, str, bytes, str, bytes | tuple[int, str]], None],
         on_message: Callable[[Any, str | bytes], None],
         on_finish: Callable[[Any, str, object, bool], None],
         on_lost: Callable[[Any], None],
@@ -58,4 +58,4 @@ class Wire:
 
 def frame(message: str | bytes | bytearray | memoryview) -> bytes: ...
 def valid_close_code(code: int) -> bool: ...
-def upgrade(method: bytes, raw_headers: bytes) -> bytes | tuple[int, str]: ...
+def request_head(head: bytes) -> tuple[bytes | None, str, str, bytes, bytes | tuple[int, str]]: ...

@@ -9,7 +9,7 @@ import mimetypes
 from pathlib import Path
 from urllib.parse import unquote
 
-from .handshake import RequestHead, http_response
+from .handshake import http_response
 from .hub import Hub
 from .metrics import registry_for, render
 from .routing import Route, Router
@@ -25,19 +25,19 @@ class Endpoints:
         #: False once shutdown began: /healthz answers 503 and new upgrades are refused.
         self.serving = True
 
-    def resolve(self, head: RequestHead) -> Route | bytes:
+    def resolve(self, method: bytes, path: str) -> Route | bytes:
         """The route to upgrade to, or a complete HTTP response to send before closing."""
-        route = self._router.match(head.path)
+        route = self._router.match(path)
         if route is not None:
             return route if self.serving else http_response(503, b"shutting down\n")
-        if head.method not in (b"GET", b"HEAD"):
+        if method not in (b"GET", b"HEAD"):
             return http_response(405, b"method not allowed\n", extra="Allow: GET\r\n")
-        if head.path == "/healthz":
+        if path == "/healthz":
             return self._health()
-        if head.path == "/metrics":
+        if path == "/metrics":
             return http_response(200, render(self._registry), "text/plain; version=0.0.4; charset=utf-8")
         if self._static is not None:
-            found = self._static_file(head.path)
+            found = self._static_file(path)
             if found is not None:
                 content_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
                 return http_response(200, found.read_bytes(), content_type)

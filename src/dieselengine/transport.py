@@ -15,7 +15,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from ._wire import Conn, Wire
-from .handshake import MAX_HEAD_SIZE, HandshakeError, accept_upgrade, http_response, parse_head
+from .handshake import MAX_HEAD_SIZE, refusal
 from .request import Request, client_address
 from .session import Session
 
@@ -67,27 +67,27 @@ class Transport:
         self.wire.stop_accepting()
         self._sock.close()
 
-    def _handshake(self, conn: Conn, head: bytes | None, peer: str) -> None:
-        """A request head arrived: upgrade it to a session, or answer it over HTTP and close."""
-        if head is None:
-            conn.respond(http_response(431, b"request head too large\n"))
-            return
-        try:
-            parsed = parse_head(head)
-            found = self._endpoints.resolve(parsed)
+    def _handshake(self, conn: Conn, method: bytes | None, path: str, query: str, raw_headers: bytes, peer: str,
+                   answer: bytes | tuple[int, str]) -> None:
+        """A request head arrived, parsed by the wire with its answer as an upgrade (the 101, or
+        the status that refuses it; no method when the head itself is refused): upgrade it to a
+        session, or answer it over HTTP and close."""
+        if method is not None:
+            found = self._endpoints.resolve(method, path)
             if isinstance(found, bytes):
                 conn.respond(found)
                 return
-            response = accept_upgrade(parsed)
-        except HandshakeError as exc:
-            conn.respond(http_response(exc.status, f"{exc}\n".encode()))
-            return
-        trusted = self._settings.trusted_proxies
-        request = Request(parsed.path, parsed.query, parsed.raw_headers, "")
-        request.remote_addr = client_address(peer, request.header("x-forwarded-for"), trusted) if trusted else peer
-        session = Session(self._dispatcher.hub, conn, request, found)
-        conn.accept(response, session)
-        self._dispatcher.opened(session)
+            if isinstance(answer, bytes):
+                request = Request(path, query, raw_headers, peer)
+                trusted = self._settings.trusted_proxies
+                if trusted:
+                    request.remote_addr = client_address(peer, request.header("x-forwarded-for"), trusted)
+                session = Session(self._dispatcher.hub, conn, request, found)
+                conn.accept(answer, session)
+                self._dispatcher.opened(session)
+                return
+        assert isinstance(answer, tuple)
+        conn.respond(refusal(*answer))
 
     def _failed(self, session: Session | None, code: int, reason: str) -> None:
         """A protocol or limit violation; the wire sends the close frame."""
