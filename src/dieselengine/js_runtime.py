@@ -71,6 +71,8 @@ K_BCAST, K_EXCEPT, K_SEND = 1, 2, 3
 M_LEAVE = 4
 #: The arguments of an entry point when nothing changed since the last call (see _sync).
 _NO_SYNC: tuple[None, int] = (None, 0)
+#: The query and headers of a session whose script reads neither.
+_NO_REQUEST: tuple[None, str] = (None, "")
 S_PROMISE, S_JOBS = 1, 2
 #: Promise jobs run in one go before the rest wait for the next loop iteration.
 _MAX_JOBS = 10000
@@ -743,6 +745,7 @@ class JsScript:
         self._tick_jobs = True
         self._wants_headers = True
         self._wants_params = True
+        self._wants_request = True
         self._link: _HubLink | None = None
         #: What the interrupt handler last saw of the entries into the engine (see _on_interrupt).
         self._seen_entry = -1
@@ -809,6 +812,7 @@ class JsScript:
         dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in sources)
         self._wants_headers = dynamic or any("getHeader" in s for s in sources)
         self._wants_params = dynamic or any("getParameter" in s for s in sources)
+        self._wants_request = self._wants_headers or self._wants_params
         settled = api("settled")
         offset = _PRELUDE_LINES + 10
         for module in modules:
@@ -912,11 +916,13 @@ class JsScript:
         self._live[handle] = session
         session.conn.direct(self._entry, handle)
         request = session.request
-        query, headers = self._handshake_data(request)
-        sync, count = self._sync() if self._entry.stale else _NO_SYNC
-        self._entry.entries += 1
+        query, headers = self._handshake_data(request) if self._wants_request else _NO_REQUEST
+        entry = self._entry
+        sync, count = self._sync() if entry.stale else _NO_SYNC
+        entry.entries += 1
         try:
-            result = self._open(handle, session.id, request.path, request.remote_addr, query, headers, sync, count)
+            result = self._open(handle, f"{session.id}\0{request.remote_addr}\0{request.path}", query, headers,
+                                sync, count)
         except quickjs.JSException as exc:
             error = self._failed(exc, session, None)
             self._entry.entries += 1
@@ -930,7 +936,8 @@ class JsScript:
                 session.conn.direct(None, None)
             raise error from None
         if result is None:
-            self._maybe_tick()
+            if self._tick_jobs:
+                self._maybe_tick()
             return None
         return self._result(result, session, None)
 
@@ -1275,7 +1282,7 @@ class JsScript:
             query, headers = self._handshake_data(request)
             self._entry.entries += 1
             try:
-                self._new_session(handle, session.id, request.path, request.remote_addr, query, headers,
+                self._new_session(handle, f"{session.id}\0{request.remote_addr}\0{request.path}", query, headers,
                                   attrs, rooms, session.is_open())
             except quickjs.JSException as exc:
                 self._log.error("reload: session %s cannot be carried over: %s", session.id, self._describe(str(exc)))

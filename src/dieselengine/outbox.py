@@ -36,10 +36,12 @@ class Outbox:
         self._stats = stats
 
     def to_session(self, session: Session, frame: bytes) -> None:
-        if not session.direct:
-            self._sessions.append(session)
         self._seq += 1
-        session.direct.append((self._seq, frame))
+        if session.direct is None:
+            session.direct = [(self._seq, frame)]
+            self._sessions.append(session)
+        else:
+            session.direct.append((self._seq, frame))
         if not self.queued:
             self.queued = True
             self._loop.call_soon(self.flush)
@@ -76,9 +78,9 @@ class Outbox:
                 else:
                     member.deliver(joined)
         for session in sessions:
-            if session.flushed != tick and session.direct:
-                direct = session.direct
-                session.direct = []
+            direct = session.direct
+            if session.flushed != tick and direct is not None:
+                session.direct = None
                 frames += len(direct)
                 session.deliver(direct[0][1] if len(direct) == 1 else b"".join([f for _, f in direct]))
         for room in rooms:
@@ -90,8 +92,8 @@ class Outbox:
         """Deliver a member's frames from every source in sequence order. Returns its direct frames
         less the room frames it skipped (its own `broadcast_except` frames), already counted."""
         member.flushed = tick
-        entries: list[tuple[int, bytes]] = member.direct
-        member.direct = []
+        entries = member.direct or []
+        member.direct = None
         delta = len(entries)
         for room in member.rooms:
             for seq, frame, skip in room.batch:

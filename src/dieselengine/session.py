@@ -79,8 +79,9 @@ class Session:
         self.attributes: dict[str, Any] = {}
         #: A list, not a set: sessions are in few rooms, and an empty set costs 216 bytes.
         self.rooms: list[Room] = []
-        #: Frames sent to this session alone during the current tick: (sequence, frame).
-        self.direct: list[tuple[int, bytes]] = []
+        #: Frames sent to this session alone during the current tick: (sequence, frame); None
+        #: while there are none (most sessions, most of the time: no list per idle session).
+        self.direct: list[tuple[int, bytes]] | None = None
         #: The outbox tick in which this session was last written, so a flush writes it once.
         self.flushed = 0
         self._open = True
