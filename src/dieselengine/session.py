@@ -76,7 +76,8 @@ class Session:
         self.hub = hub
         self.conn = conn
         self.route = route
-        self.attributes: dict[str, Any] = {}
+        #: None until the first set_attribute: no dict per session that never stores one.
+        self.attributes: dict[str, Any] | None = None
         #: A list, not a set: sessions are in few rooms, and an empty set costs 216 bytes.
         self.rooms: list[Room] = []
         #: Frames sent to this session alone during the current tick: (sequence, frame); None
@@ -162,13 +163,15 @@ class Session:
     # -- attributes ------------------------------------------------------------------------------
 
     def set_attribute(self, key: str, value: Any) -> None:
+        if self.attributes is None:
+            self.attributes = {}
         self.attributes[key] = value
 
     def get_attribute(self, key: str) -> Any:
-        return self.attributes.get(key)
+        return self.attributes.get(key) if self.attributes else None
 
     def get_attributes(self) -> dict[str, Any]:
-        return dict(self.attributes)
+        return dict(self.attributes) if self.attributes else {}
 
     # -- rooms -----------------------------------------------------------------------------------
 
