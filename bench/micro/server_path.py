@@ -36,9 +36,9 @@ from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub
 from dieselengine.routing import Router
 from dieselengine.server import _tune_gc
+from dieselengine.session import Session
 from dieselengine.settings import Settings
 from dieselengine.stats import Stats
-from dieselengine.session import Session
 from dieselengine.transport import Transport
 
 SERVERS = Path(__file__).resolve().parents[1] / "servers"
