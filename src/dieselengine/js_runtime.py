@@ -50,7 +50,6 @@ from .runtime import Hook, Script, ScriptError
 
 if TYPE_CHECKING:
     from .hub import Hub
-    from .request import Request
     from .session import Message, Session
 
 log = logging.getLogger("dieselengine")
@@ -71,8 +70,6 @@ K_BCAST, K_EXCEPT, K_SEND = 1, 2, 3
 M_LEAVE = 4
 #: The arguments of an entry point when nothing changed since the last call (see _sync).
 _NO_SYNC: tuple[None, int] = (None, 0)
-#: The query and headers of a session whose script reads neither.
-_NO_REQUEST: tuple[None, str] = (None, "")
 S_PROMISE, S_JOBS = 1, 2
 #: Promise jobs run in one go before the rest wait for the next loop iteration.
 _MAX_JOBS = 10000
@@ -745,7 +742,6 @@ class JsScript:
         self._tick_jobs = True
         self._wants_headers = True
         self._wants_params = True
-        self._wants_request = True
         self._link: _HubLink | None = None
         #: What the interrupt handler last saw of the entries into the engine (see _on_interrupt).
         self._seen_entry = -1
@@ -812,7 +808,6 @@ class JsScript:
         dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in sources)
         self._wants_headers = dynamic or any("getHeader" in s for s in sources)
         self._wants_params = dynamic or any("getParameter" in s for s in sources)
-        self._wants_request = self._wants_headers or self._wants_params
         settled = api("settled")
         offset = _PRELUDE_LINES + 10
         for module in modules:
@@ -915,14 +910,12 @@ class JsScript:
         session.runtime_state = handle
         self._live[handle] = session
         session.conn.direct(self._entry, handle)
-        request = session.request
-        query, headers = self._handshake_data(request) if self._wants_request else _NO_REQUEST
+        text, query, headers = self._handshake_data(session)
         entry = self._entry
         sync, count = self._sync() if entry.stale else _NO_SYNC
         entry.entries += 1
         try:
-            result = self._open(handle, f"{session.id}\0{request.remote_addr}\0{request.path}", query, headers,
-                                sync, count)
+            result = self._open(handle, text, query, headers, sync, count)
         except quickjs.JSException as exc:
             error = self._failed(exc, session, None)
             self._entry.entries += 1
@@ -941,13 +934,16 @@ class JsScript:
             return None
         return self._result(result, session, None)
 
-    def _handshake_data(self, request: Request) -> tuple[str | None, str]:
-        """The query (JSON) and headers a session's object carries, for scripts that read them."""
+    def _handshake_data(self, session: Session) -> tuple[str, str | None, str]:
+        """What a session's object is built from: "id\0addr\0path" (the prelude's `requestOf`),
+        then the query (JSON) and the headers, for scripts that read them."""
+        request = session.request
+        text = f"{session.id}\0{request.remote_addr}\0{request.path}"
         query = None
         if request.query and self._wants_params:
             query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()})
         headers = "\n".join(f"{k}\0{v}" for k, v in request.headers.items()) if self._wants_headers else ""
-        return query, headers
+        return text, query, headers
 
     def _call_close(self, session: Session) -> Awaitable[object] | None:
         handle = session.runtime_state
@@ -1278,12 +1274,10 @@ class JsScript:
                                       str(exc).splitlines()[0])
             handle = self._next_handle = self._next_handle + 1
             rooms = json.dumps(sorted(room.name for room in session.rooms))
-            request = session.request
-            query, headers = self._handshake_data(request)
+            text, query, headers = self._handshake_data(session)
             self._entry.entries += 1
             try:
-                self._new_session(handle, f"{session.id}\0{request.remote_addr}\0{request.path}", query, headers,
-                                  attrs, rooms, session.is_open())
+                self._new_session(handle, text, query, headers, attrs, rooms, session.is_open())
             except quickjs.JSException as exc:
                 self._log.error("reload: session %s cannot be carried over: %s", session.id, self._describe(str(exc)))
                 session.runtime_state = None
