@@ -253,6 +253,13 @@ static void on_established(conn *c) {
         return;
     }
     if (!(c->role & R_SLOW)) readers++;
+    if (mode == M_IDLE) {
+        /* An idle connection only ever gets a ping: give its buffers back, so the next connection's
+         * malloc reuses them instead of faulting in fresh pages (8.5 % of the generator's CPU per
+         * handshake in `perf`, 5 KiB per connection). */
+        if (!c->inlen) { free(c->in); c->in = NULL; c->incap = 0; }
+        if (!c->outlen) { free(c->out); c->out = NULL; c->outcap = 0; }
+    }
     set_events(c, base_events(c) | (c->outlen ? EPOLLOUT : 0));
     if (mode == M_ECHO && t_start) { queue_msg(c, 1); conn_flush(c); }
     next_launch();
@@ -394,7 +401,9 @@ static void launch(int slot) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { failed++; started++; return; }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* An idle connection writes one request: Nagle never holds it back, and the system call
+     * would be the generator's CPU spent on every handshake. */
+    if (mode != M_IDLE) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (c->role & R_SLOW) { int rb = 4096; setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof rb); }
     struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
