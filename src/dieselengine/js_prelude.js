@@ -98,15 +98,22 @@ function requestOf(text, query, headers) {
   return [text.slice(0, a), text.slice(a + 1, b), text.slice(b + 1), query, headers];
 }
 
-// Few fields, as each costs memory per idle session and time per handshake (0.07 us each): #req
-// is the request (see requestOf). #rooms is null (no room), the name of its one room (the common
-// case: a Set costs a few hundred bytes), a Set, or false once the session is dead (its onClose
-// ran).
+// Four fields, as each costs memory per idle session and time per handshake (seven took 0.5 us
+// more to make): #req is the request (see requestOf); #st is null until the session stores an
+// attribute or names a room, then its state (see #state).
 class WebSocketSession {
-  #h; #req; #attrs = null; #rooms = null; #open = true; #room = null; #roomName = NONE;
+  #h; #req; #open = true; #st = null;
 
   constructor(h, req) {
     this.#h = h; this.#req = req;
+  }
+
+  // attrs: null or a Map. rooms: null (no room), the name of its one room (the common case: a Set
+  // costs a few hundred bytes), a Set, or false once the session is dead (its onClose ran).
+  // room, roomName: the handle room() returned last, so that a handler calling
+  // session.room("chat") on every message gets the same one.
+  #state() {
+    return this.#st ??= { attrs: null, rooms: null, room: null, roomName: NONE };
   }
 
   #request() {
@@ -163,11 +170,12 @@ class WebSocketSession {
   getRemoteAddr() { return this.#request()[1]; }
 
   setAttribute(key, value) {
-    (this.#attrs ??= new Map()).set(typeof key === "string" ? key : String(key), value);
+    const st = this.#state();
+    (st.attrs ??= new Map()).set(typeof key === "string" ? key : String(key), value);
   }
 
   getAttribute(key) {
-    const a = this.#attrs;
+    const a = this.#st?.attrs ?? null;
     if (a === null) return null;
     const v = a.get(key);
     if (v !== undefined) return v;
@@ -176,14 +184,16 @@ class WebSocketSession {
   }
 
   getAttributes() {
-    return this.#attrs === null ? {} : Object.fromEntries(this.#attrs);
+    const a = this.#st?.attrs ?? null;
+    return a === null ? {} : Object.fromEntries(a);
   }
 
   room(name) {
-    if (name === this.#roomName) return this.#room;
+    const st = this.#state();
+    if (name === st.roomName) return st.room;
     name = typeof name === "string" ? name : String(name);
-    this.#roomName = name;
-    return this.#room = new WebSocketRoom(this, name);
+    st.roomName = name;
+    return st.room = new WebSocketRoom(this, name);
   }
 
   toJSON() { return { id: this.#request()[0] }; }
@@ -196,11 +206,11 @@ class WebSocketSession {
       constructor(s, n) { this.#s = s; this.#n = n; }
 
       join() {
-        const s = this.#s, n = this.#n, rooms = s.#rooms;
-        if (rooms === null) s.#rooms = n;
+        const s = this.#s, n = this.#n, st = s.#state(), rooms = st.rooms;
+        if (rooms === null) st.rooms = n;
         else if (typeof rooms === "string") {
           if (rooms === n) return;
-          s.#rooms = new Set([rooms, n]);
+          st.rooms = new Set([rooms, n]);
         } else if (rooms === false || rooms.has(n)) return;
         else rooms.add(n);
         counts.set(n, (counts.get(n) ?? 0) + 1);
@@ -208,8 +218,8 @@ class WebSocketSession {
       }
 
       leave() {
-        const s = this.#s, n = this.#n, rooms = s.#rooms;
-        if (rooms === n) s.#rooms = null;
+        const s = this.#s, n = this.#n, st = s.#st, rooms = st === null ? null : st.rooms;
+        if (rooms === n) st.rooms = null;
         else if (!rooms || typeof rooms === "string" || !rooms.delete(n)) return;
         const c = (counts.get(n) ?? 1) - 1;
         if (c > 0) counts.set(n, c); else counts.delete(n);
@@ -230,10 +240,10 @@ class WebSocketSession {
     // Reload: a live session of the replaced script, with its attributes and rooms (JSON).
     newSession = (h, req, query, headers, attrs, rooms, open) => {
       const s = new WebSocketSession(h, requestOf(req, query, headers));
-      if (attrs !== null) s.#attrs = new Map(Object.entries(parse(attrs)));
+      if (attrs !== null) s.#state().attrs = new Map(Object.entries(parse(attrs)));
       if (rooms !== null) {
         const names = parse(rooms);
-        s.#rooms = names.length === 0 ? null : names.length === 1 ? names[0] : new Set(names);
+        s.#state().rooms = names.length === 0 ? null : names.length === 1 ? names[0] : new Set(names);
       }
       s.#open = open;
       byHandle[h] = s;
@@ -245,8 +255,9 @@ class WebSocketSession {
       const s = byHandle[h];
       if (s === undefined) return null;
       const parts = [];
-      if (s.#attrs !== null) {
-        for (const [k, v] of s.#attrs) {
+      const a = s.#st?.attrs ?? null;
+      if (a !== null) {
+        for (const [k, v] of a) {
           let json;
           try { json = stringify(v); } catch (e) { json = undefined; }
           if (json === undefined) {
@@ -322,10 +333,11 @@ class WebSocketSession {
       try {
         if (hooks.onClose !== undefined) r = hooks.onClose(s);
       } finally {
-        s.#rooms = false;
+        const st = s.#state();
+        st.rooms = false;
         // The cached room points back at the session: without this cycle both are freed at once
         // rather than by a garbage collection pass.
-        s.#room = null; s.#roomName = NONE;
+        st.room = null; st.roomName = NONE;
         delete byHandle[h];
       }
       return finish(r);
