@@ -48,7 +48,7 @@ class Hub:
             # Frames broadcast before the join must not reach the new member.
             self.outbox.flush()
         room.members[session] = None
-        session.rooms.append(room)
+        session.rooms += (room,)
         self._counted(room)
 
     def leave(self, session: Session, name: str) -> None:
@@ -59,13 +59,13 @@ class Hub:
             # Frames broadcast while it was a member still reach it.
             self.outbox.flush()
         del room.members[session]
-        session.rooms.remove(room)
+        session.rooms = tuple(other for other in session.rooms if other is not room)
         if not room.members:
             del self.rooms[name]
         self._counted(room)
 
     def leave_all(self, session: Session) -> None:
-        for room in list(session.rooms):
+        for room in session.rooms:
             self.leave(session, room.name)
 
     def _counted(self, room: Room) -> None:
