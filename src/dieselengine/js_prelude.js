@@ -277,7 +277,11 @@ class WebSocketSession {
       const f = hooks.onOpen;
       if (f === undefined) return undefined;
       curH = h; curMsg = NONE;
-      return finish(f(s));
+      const r = f(s);
+      // An onOpen that did nothing the server must hear of (the commonest case, and a call to
+      // finish() was a fifth of a bare openSession).
+      if (r === undefined && flags === 0 && OUT.length === 0) return undefined;
+      return finish(r);
     };
 
     callMessage = (h, m, sync, count) => {
