@@ -539,6 +539,46 @@ def test_counts_after_single_joins_and_leaves(serve, tmp_path):
     assert "internal" not in server.log()
 
 
+
+DEAD_JOIN = r"""
+let left = null;
+export function onOpen(session) {
+  if (session.getParameter("quiet")) return;
+  session.room("r").join();
+  if (session.getParameter("attr")) session.setAttribute("k", "v");
+}
+export function onMessage(session, message) {
+  if (message === "count") session.send(String(session.room("r").members()));
+  else if (message === "dead") session.send(String(left.isOpen()) + " " + left.getAttribute("k"));
+}
+export function onClose(session) {
+  left = session;
+  // A timer that outlives the session: its join must not count it back into the room.
+  setTimeout(() => { session.room("r").join(); session.room("s").join(); }, 20);
+}
+"""
+
+
+def test_a_session_whose_on_close_ran_cannot_join_again(serve, tmp_path):
+    """A closed session may still be reachable from module state and timers; joining from there is
+    a no-op, in the script's counts as in the server's, and its attributes stay readable."""
+    for query in ("", "?attr=1"):
+        folder = write_scripts(tmp_path / ("app" + query[1:5]), {"dead.js": DEAD_JOIN})
+        server = serve(folder)
+
+        async def main():
+            async with websockets.connect(server.url("/ws/dead?quiet=1")) as watcher:
+                async with websockets.connect(server.url("/ws/dead" + query)):
+                    pass
+                await asyncio.sleep(0.3)  # onClose ran, then its timer
+                await watcher.send("count")
+                assert await watcher.recv() == "0"
+                await watcher.send("dead")
+                assert await watcher.recv() == ("false v" if query else "false null")
+
+        run(main)
+        assert "error" not in server.log().lower()
+
 ROOMS_V1 = r'''
 export function onOpen(session) {
   session.room("x").join();
