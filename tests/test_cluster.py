@@ -367,6 +367,9 @@ def test_redis_restart_mid_conversation(cluster: Callable[..., list[RunningServe
     redis.start()
     wait_health(one, 200)
     wait_health(two, 200)
+    # Each node re-reads the others' counts when it reconnects: until node one has seen node two
+    # rewrite its own, it knows of no member there and publishes nothing (at most once).
+    wait_counts([a, b], 3)
     a.send("others after")
     assert b.recv() == "after"  # "during" was dropped (at most once), not replayed late
     assert local.recv() == "after"
