@@ -23,8 +23,7 @@ from pathlib import Path
 from null_connection import NullConnection
 
 from dieselengine.hub import Hub
-from dieselengine import js_runtime
-from dieselengine.js_runtime import JsScript
+from dieselengine.js import JsScript, cpu_limit
 from dieselengine.request import Request
 from dieselengine.routing import Route
 from dieselengine.session import Session
@@ -99,7 +98,7 @@ def main() -> None:
                              "dieselengine's interrupt handler, for comparison")
     args = parser.parse_args()
     if args.set_time_limit:
-        js_runtime._runtime_of = lambda ctx: None
+        cpu_limit.runtime_of = lambda ctx: None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, source in SCRIPTS.items():

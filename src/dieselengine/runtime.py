@@ -51,7 +51,7 @@ def load_script(path: Path, name: str, hub: Hub) -> Script:
 
         return PythonScript.load(path, name, hub)
     if path.suffix == ".js":
-        from .js_runtime import JsScript
+        from .js import JsScript
 
         return JsScript.load(path, name, hub)
     raise ScriptError(f"{path}: not a handler script (expected .py or .js)")

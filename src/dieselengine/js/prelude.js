@@ -13,7 +13,7 @@
 (function () {
 "use strict";
 
-// Opcodes; keep in sync with js_runtime.py.
+// Opcodes; keep in sync with script.py.
 const OP_SEND = 1, OP_SEND_BIN = 2, OP_SEND_MSG = 3, OP_CLOSE = 4, OP_JOIN = 5, OP_LEAVE = 6,
       OP_BCAST = 7, OP_BCAST_BIN = 8, OP_BCAST_MSG = 9, OP_LOG = 10, OP_TIMER = 11,
       OP_CLEAR = 12, OP_SETTLE = 13, OP_ROOM_ID = 14;
