@@ -10,7 +10,7 @@ import socket
 import pytest
 from conftest import write_scripts
 
-from dieselengine._wire import request_head
+from dieselengine.wire._wire import request_head
 from dieselengine.handshake import http_response, parse_headers
 
 UPGRADE = (b"GET /ws/chat?room=a%20b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"

@@ -30,7 +30,7 @@ from pathlib import Path
 import uvloop
 from null_connection import NullConnection
 
-from dieselengine._wire import request_head
+from dieselengine.wire._wire import request_head
 from dieselengine.dispatch import Dispatcher
 from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from .bus import Bus
-from ._wire import frame
+from .wire._wire import frame
 from .outbox import Outbox
 from .rooms import Room
 from .session import Message, Session

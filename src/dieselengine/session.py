@@ -7,11 +7,11 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._wire import frame, valid_close_code
+from .wire._wire import frame, valid_close_code
 from .request import Request
 
 if TYPE_CHECKING:
-    from ._wire import Entry
+    from .wire._wire import Entry
     from .hub import Hub
     from .rooms import Room
     from .routing import Route

@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from ._wire import Conn, Wire
+from .wire._wire import Conn, Wire
 from .handshake import MAX_HEAD_SIZE, refusal
 from .request import Request, client_address
 from .session import Session

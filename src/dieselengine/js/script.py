@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 import quickjs
 
-from .._wire import Entry
+from ..wire._wire import Entry
 from ..runtime import Hook, Script, ScriptError
 from . import cpu_limit
 from .counts import HubLink, hub_link
