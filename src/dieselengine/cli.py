@@ -1,35 +1,15 @@
-"""The `diesel` command: `serve`, `check`, `--version`. Parses flags into one Settings object."""
+"""The `diesel` command: `serve`, `check`, `--version`. Flags, environment and diesel.toml make one Settings object."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, config
 from .settings import Settings
-
-_DEFAULTS = Settings(path=Path("."))
-
-
-def _size(text: str) -> int:
-    """Bytes, with an optional K/M/G suffix (powers of 1024): `1M`, `512K`, `1048576`."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows a default only where there is one worth reading (not None, False or empty)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,48 +25,35 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve a script or a folder of scripts",
         description="Serve PATH: one script (route /ws/<stem>) or a folder where every *.js and *.py "
                     "is a route (games/chess.js -> /ws/games/chess); names starting with _ are helpers.",
-        formatter_class=_HelpFormatter,
+        epilog=f"Every option can also be set as DIESEL_<NAME> in the environment (DIESEL_MAX_MESSAGE_SIZE=1M) "
+               f"or as <name> = value in {config.CONFIG_FILE} in the served folder (max-message-size = \"1M\"); "
+               "flags win over the environment, which wins over the file.",
     )
-    serve.add_argument("path", type=Path, metavar="PATH", help="a .js/.py script or a folder of them")
-    net = serve.add_argument_group("network")
-    net.add_argument("--host", default=_DEFAULTS.host, help="address to listen on")
-    net.add_argument("--port", type=int, default=_DEFAULTS.port, help="port to listen on")
-    net.add_argument("--static", dest="static_dir", type=Path, metavar="DIR",
-                     help="also serve the files of DIR over plain HTTP (e.g. a browser client)")
-    net.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", default=[], metavar="IP",
-                     help="believe X-Forwarded-For from this proxy address (repeatable)")
-    dev = serve.add_argument_group("development")
-    dev.add_argument("--reload", action="store_true", help="swap in changed scripts without dropping connections")
-    dev.add_argument("--log-level", default=_DEFAULTS.log_level, choices=["debug", "info", "warning", "error"],
-                     help="log records below this level are dropped")
-    limits = serve.add_argument_group("limits")
-    limits.add_argument("--max-message-size", type=_size, default=_DEFAULTS.max_message_size, metavar="BYTES",
-                        help="close a session sending a larger message with 1009 (K/M suffixes allowed)")
-    limits.add_argument("--send-queue-size", type=_size, default=_DEFAULTS.send_queue_size, metavar="BYTES",
-                        help="close a client that does not read once this much is queued for it (1008)")
-    limits.add_argument("--script-timeout", type=float, default=_DEFAULTS.script_timeout, metavar="SECONDS",
-                        help="CPU time one JavaScript handler call may use")
-    limits.add_argument("--script-memory", type=_size, default=_DEFAULTS.script_memory, metavar="BYTES",
-                        help="memory one JavaScript script may use")
-    limits.add_argument("--ping-interval", type=float, default=_DEFAULTS.ping_interval, metavar="SECONDS",
-                        help="ping a client silent this long; close it if still silent one interval later")
-    limits.add_argument("--handshake-timeout", type=float, default=_DEFAULTS.handshake_timeout, metavar="SECONDS",
-                        help="drop a connection that has not finished its handshake by then")
-    limits.add_argument("--shutdown-timeout", type=float, default=_DEFAULTS.shutdown_timeout, metavar="SECONDS",
-                        help="on SIGTERM/SIGINT, how long to wait for clients to answer the 1001 close")
-    cluster = serve.add_argument_group("scale-out")
-    cluster.add_argument("--cluster", metavar="URL", help="join the cluster of servers using this Redis, "
-                         "e.g. redis://127.0.0.1:6379/0")
-    cluster.add_argument("--cluster-prefix", default=_DEFAULTS.cluster_prefix, metavar="PREFIX",
-                         help="Redis key prefix, so several clusters can share one Redis")
-    cluster.add_argument("--workers", type=int, default=_DEFAULTS.workers, metavar="N",
-                         help="processes sharing the port (needs --cluster)")
+    serve.add_argument("path", type=Path, metavar="PATH", nargs="?", default=Path("."),
+                       help="a .js/.py script or a folder of them (default: the current folder)")
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help=f"read options from this TOML file (default: {config.CONFIG_FILE} in the served "
+                            f"folder, or ${config.CONFIG_ENV})")
+    config.add_arguments(serve)
 
     check = commands.add_parser("check", help="load every script and report errors",
                                 description="Load every script of PATH; print errors as file:line:column "
                                             "and exit 1 if there are any.")
-    check.add_argument("path", type=Path, metavar="PATH")
+    check.add_argument("path", type=Path, metavar="PATH", nargs="?", default=Path("."))
+    check.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file")
     return parser
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    """Flags over DIESEL_* environment variables over the config file; a bad value exits 2 in one line."""
+    flags = vars(args).copy()
+    for name in ("command", "path", "config"):
+        flags.pop(name, None)
+    try:
+        file = config.config_file(args.path, args.config, os.environ)
+        return config.load(args.path, flags, os.environ, file)
+    except config.ConfigError as exc:
+        parser.exit(2, f"diesel: error: {exc}\n")
 
 
 def _configure_logging(level: str) -> None:
@@ -95,7 +62,7 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _check(path: Path) -> int:
+def _check(settings: Settings) -> int:
     import asyncio
 
     from .hub import Hub
@@ -104,7 +71,8 @@ def _check(path: Path) -> int:
     from .stats import Stats
 
     loop = asyncio.new_event_loop()
-    router = Router(Hub(Settings(path=path), loop, Stats()))
+    path = settings.path
+    router = Router(Hub(settings, loop, Stats()))
     try:
         errors = router.load(path)
     except ScriptError as exc:
@@ -126,12 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         _configure_logging("warning")
-        return _check(args.path)
+        return _check(_settings(parser, args))
 
-    options = vars(args)
-    options.pop("command")
-    options["trusted_proxies"] = frozenset(options["trusted_proxies"])
-    settings = Settings(**options)
+    settings = _settings(parser, args)
     if settings.workers > 1 and not settings.cluster:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
     _configure_logging(settings.log_level)

@@ -1,9 +1,18 @@
-"""One settings object for the whole server; the command line fills it, nothing else reads the environment."""
+"""One settings object for the whole server, and the declaration of every option it has.
+
+Each `option(...)` field is a server option: `--NAME` on the command line, `DIESEL_NAME` in the
+environment, `NAME = ...` in diesel.toml, and a line of docs/options.md (config.py derives them
+all; only the cli layer reads the environment or the file). Plain fields are internal knobs.
+To add an option, add one `option(...)` field here, then `python -m dieselengine.config`
+regenerates docs/options.md.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .options import option, size
 
 
 @dataclass(frozen=True)
@@ -11,25 +20,54 @@ class Settings:
     """Every knob of a server, with the defaults SPEC.md names."""
 
     path: Path
-    host: str = "127.0.0.1"
-    port: int = 8080
-    reload: bool = False
-    static_dir: Path | None = None
-    cluster: str | None = None
-    cluster_prefix: str = "diesel"
-    workers: int = 1
-    max_message_size: int = 1 << 20
-    script_timeout: float = 1.0
-    script_memory: int = 256 << 20
-    script_stack: int = 1 << 20
+
+    # network
+    host: str = option("127.0.0.1", "address to listen on", group="network", metavar="ADDR")
+    port: int = option(8080, "port to listen on", group="network", metavar="PORT")
+    static_dir: Path | None = option(
+        None, "also serve the files of DIR over plain HTTP (e.g. a browser client)",
+        group="network", name="static", parse=Path, metavar="DIR")
+    trusted_proxies: frozenset[str] = option(
+        None, "believe X-Forwarded-For from this proxy address (repeatable)",
+        group="network", name="trusted-proxy", metavar="IP", repeat=True)
+
+    # development
+    reload: bool = option(False, "swap in changed scripts without dropping connections", group="development")
+    log_level: str = option("info", "log records below this level are dropped", group="development",
+                            choices=("debug", "info", "warning", "error"), metavar="LEVEL")
+
+    # limits
+    max_message_size: int = option(
+        1 << 20, "close a session sending a larger message with 1009 (K/M suffixes allowed)",
+        group="limits", parse=size, metavar="BYTES")
     #: Bytes a session may have queued towards a client that does not read before it is closed (1008).
-    send_queue_size: int = 1 << 20
+    send_queue_size: int = option(
+        1 << 20, "close a client that does not read once this much is queued for it (1008)",
+        group="limits", parse=size, metavar="BYTES")
+    script_timeout: float = option(1.0, "CPU time one JavaScript handler call may use",
+                                   group="limits", metavar="SECONDS")
+    script_memory: int = option(256 << 20, "memory one JavaScript script may use",
+                                group="limits", parse=size, metavar="BYTES")
+    ping_interval: float = option(
+        20.0, "ping a client silent this long; close it if still silent one interval later",
+        group="limits", metavar="SECONDS")
+    handshake_timeout: float = option(5.0, "drop a connection that has not finished its handshake by then",
+                                      group="limits", metavar="SECONDS")
+    shutdown_timeout: float = option(
+        10.0, "on SIGTERM/SIGINT, how long to wait for clients to answer the 1001 close",
+        group="limits", metavar="SECONDS")
+
+    # scale-out
+    cluster: str | None = option(
+        None, "join the cluster of servers using this Redis, e.g. redis://127.0.0.1:6379/0",
+        group="scale-out", metavar="URL")
+    cluster_prefix: str = option("diesel", "Redis key prefix, so several clusters can share one Redis",
+                                 group="scale-out", metavar="PREFIX")
+    workers: int = option(1, "processes sharing the port (needs --cluster)", group="scale-out", metavar="N")
+
+    # internal knobs (no option)
+    script_stack: int = 1 << 20
     #: Messages a session may have waiting for a busy (async) handler before reading from it pauses.
     inbox_size: int = 256
-    ping_interval: float = 20.0
-    handshake_timeout: float = 5.0
     #: How long a close handshake the server started may wait for the client's reply.
     close_timeout: float = 5.0
-    shutdown_timeout: float = 10.0
-    trusted_proxies: frozenset[str] = field(default_factory=frozenset)
-    log_level: str = "info"
