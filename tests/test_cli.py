@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 
@@ -30,7 +31,9 @@ def test_check_reports_python_syntax_error_with_location(tmp_path):
                              "bad.py": "def on_open(session):\n    session.send('x'\n"})
     result = diesel("check", str(tmp_path))
     assert result.returncode == 1
-    assert f"{tmp_path / 'bad.py'}:2:" in result.stderr and "SyntaxError" in result.stderr
+    # located relative to the served folder, as JavaScript errors are
+    assert "\nbad.py:2:" in "\n" + result.stderr and "SyntaxError" in result.stderr
+    assert str(tmp_path) not in result.stderr
     assert "ok  /ws/good" in result.stdout
 
 
@@ -46,7 +49,8 @@ def test_serve_refuses_broken_scripts_and_missing_paths(tmp_path):
     result = diesel("serve", str(tmp_path), "--port", "0")
     assert result.returncode == 1 and "RuntimeError: at import" in result.stderr
     result = diesel("serve", str(tmp_path / "missing"), "--port", "0")
-    assert result.returncode == 1 and "no such file or folder" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr == f"diesel: error: {tmp_path / 'missing'}: no such file or folder\n"
     result = diesel("serve", str(tmp_path), "--workers", "2")
     assert result.returncode == 2 and "--workers needs --cluster" in result.stderr
 
@@ -82,3 +86,39 @@ def test_nested_routes_single_file_static_and_trusted_proxy(serve, tmp_path):
 
     asyncio.run(asyncio.wait_for(direct(), 20))
     assert json.loads(single.http("/healthz")[1]) == {"status": "ok"}
+
+
+def test_beginner_errors_are_one_line_and_exit_1(tmp_path):
+    app = write_scripts(tmp_path / "app", {"echo.py": "def on_message(s, m):\n    s.send(m)\n"})
+    (tmp_path / "empty").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = diesel("serve", str(app), "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr == (f"diesel: error: port {port} on 127.0.0.1 is already in use (is another server "
+                             "running?); stop it or choose another port with --port\n")
+    result = diesel("serve", str(app), "--host", "no-such-host.invalid", "--port", "0")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("diesel: error: --host no-such-host.invalid: the name does not resolve")
+    for command in ("serve", "check"):
+        result = diesel(command, str(tmp_path / "empty"))
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, (command, result.stderr)
+        assert "empty: no handler scripts (.js or .py) to serve" in result.stderr
+        result = diesel(command, str(tmp_path / "nowhere"))
+        assert result.returncode == 1 and result.stderr == f"diesel: error: {tmp_path / 'nowhere'}: no such file or folder\n"
+
+
+def test_hooks_named_in_the_other_languages_style_are_warned_about(tmp_path):
+    app = write_scripts(tmp_path / "app", {
+        "py.py": "def onMessage(session, message):\n    session.send(message)\n",
+        "sub/js.js": "export function on_open(session) {}\nexport function onMessage(s, m) {}\n",
+        "fine.py": "def on_message(session, message):\n    pass\n\ndef onMessage(x):\n    pass\n",
+    })
+    result = diesel("check", str(app))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "WARNING: py.py: onMessage is never called: a Python handler's hook is named on_message",
+        "WARNING: sub/js.js: on_open is never called: a JavaScript handler's hook is named onOpen",
+    ]

@@ -68,21 +68,23 @@ def _check(settings: Settings) -> int:
     from .hub import Hub
     from .routing import Router
     from .runtime import ScriptError
+    from .startup import StartupError, no_scripts
     from .stats import Stats
 
     loop = asyncio.new_event_loop()
-    path = settings.path
     router = Router(Hub(settings, loop, Stats()))
     try:
-        errors = router.load(path)
+        errors = router.load(settings.path)
     except ScriptError as exc:
-        errors = [str(exc)]
+        raise StartupError(str(exc)) from None
     for error in errors:
         print(error, file=sys.stderr)
     for route in router:
         print(f"ok  {route.path}  ({route.name})")
         route.script.unload()
     loop.close()
+    if not errors and not router.routes:
+        raise StartupError(no_scripts(settings.path))
     return 1 if errors else 0
 
 
@@ -92,8 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .startup import StartupError
+
+    try:
+        return _run(parser, args)
+    except StartupError as exc:
+        print(f"diesel: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check":
-        _configure_logging("warning")
+        logging.basicConfig(stream=sys.stderr, level="WARNING", format="%(levelname)s: %(message)s")
         return _check(_settings(parser, args))
 
     settings = _settings(parser, args)
@@ -101,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
     _configure_logging(settings.log_level)
     if settings.workers > 1:
+        from .startup import listen
         from .workers import run_workers
 
+        listen(settings.host, settings.port, reuse_port=True).close()  # a port in use fails here, once
         return run_workers(settings)
 
     import uvloop

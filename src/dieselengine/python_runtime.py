@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
@@ -11,14 +12,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .runtime import Hook, Script, ScriptError
+from .runtime import HOOK_NAMES, Hook, Script, ScriptError, misnamed_hooks
 
 if TYPE_CHECKING:
     from .hub import Hub
     from .session import Message, Session
 
 _PACKAGE_DIR = str(Path(__file__).parent)
-_HOOKS: dict[Hook, str] = {"open": "on_open", "message": "on_message", "close": "on_close"}
+_HOOKS: dict[Hook, str] = {hook: names[1] for hook, names in HOOK_NAMES.items()}
+log = logging.getLogger("dieselengine")
 
 
 class PythonScript:
@@ -48,13 +50,16 @@ class PythonScript:
         try:
             spec.loader.exec_module(module)
         except SyntaxError as exc:
-            raise ScriptError(f"{exc.filename}:{exc.lineno}:{exc.offset}: SyntaxError: {exc.msg}") from None
+            where = _relative(exc.filename, path, name)
+            raise ScriptError(f"{where}:{exc.lineno}:{exc.offset}: {type(exc).__name__}: {exc.msg}") from None
         except Exception as exc:
-            raise ScriptError(f"{path}: failed to load\n{_format(exc)}") from None
+            raise ScriptError(f"{name}: failed to load\n{_format(exc)}") from None
         for hook, attr in _HOOKS.items():
             value = getattr(module, attr, None)
             if value is not None and not callable(value):
-                raise ScriptError(f"{path}: {attr} must be a function, not {type(value).__name__}")
+                raise ScriptError(f"{name}: {attr} must be a function, not {type(value).__name__}")
+        for warning in misnamed_hooks(name, vars(module), python=True):
+            log.warning("%s", warning)
         return cls(path, name, module)
 
     def call(self, hook: Hook, session: Session, message: Message | None) -> Awaitable[object] | None:
@@ -80,6 +85,18 @@ class PythonScript:
 
     def unload(self) -> None:
         sys.modules.pop(self._module.__name__, None)
+
+
+def _relative(filename: str | None, path: Path, name: str) -> str:
+    """A file as the served folder names it (`games/chess.py`, like JavaScript's locations): the
+    script's own route name, a helper's path below the served folder, else the path as it is."""
+    if filename is None or Path(filename).resolve() == path.resolve():
+        return name
+    root = path.resolve().parents[len(Path(name).parts) - 1]
+    try:
+        return Path(filename).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return filename
 
 
 def _served_folder(served: Path) -> Path:

@@ -13,6 +13,25 @@ if TYPE_CHECKING:
 Hook = Literal["open", "message", "close"]
 
 
+#: Each hook's name in JavaScript and in Python.
+HOOK_NAMES: dict[Hook, tuple[str, str]] = {
+    "open": ("onOpen", "on_open"), "message": ("onMessage", "on_message"), "close": ("onClose", "on_close"),
+}
+
+
+def misnamed_hooks(script: str, defined: Iterable[str], python: bool) -> list[str]:
+    """Warnings for hooks named in the other language's style (`def onMessage` in a .py file, `export
+    function on_message` in a .js one): the server never calls them, and nothing else would say so."""
+    names = set(defined)
+    warnings = []
+    for js, py in HOOK_NAMES.values():
+        wrong, right = (js, py) if python else (py, js)
+        if wrong in names and right not in names:
+            language = "Python" if python else "JavaScript"
+            warnings.append(f"{script}: {wrong} is never called: a {language} handler's hook is named {right}")
+    return warnings
+
+
 class ScriptError(Exception):
     """A script could not be loaded; the message says where (file:line:column) and why."""
 

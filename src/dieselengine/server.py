@@ -15,8 +15,9 @@ from .reload import watch
 from .routing import Router
 from .runtime import ScriptError
 from .settings import Settings
+from .startup import StartupError, listen, no_scripts
 from .stats import Stats
-from .transport import Transport, listen_socket
+from .transport import Transport
 
 log = logging.getLogger("dieselengine")
 
@@ -36,15 +37,14 @@ class Server:
         try:
             errors = router.load(settings.path)
         except ScriptError as exc:
-            errors = [str(exc)]
+            raise StartupError(str(exc)) from None
         if errors:
             for error in errors:
                 log.error("%s", error)
             log.error("not starting: %d script(s) failed to load", len(errors))
             return 1
         if not router.routes:
-            log.error("not starting: no handler scripts (.js, .py) in %s", settings.path)
-            return 1
+            raise StartupError(no_scripts(settings.path))
         if settings.cluster:
             from .redis_bus import RedisBus
 
@@ -54,7 +54,7 @@ class Server:
         _tune_gc()
         endpoints = Endpoints(settings, router, hub)
         if sock is None:
-            sock = listen_socket(settings.host, settings.port)
+            sock = listen(settings.host, settings.port)
         transport = Transport(sock, dispatcher, endpoints, settings)
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -149,6 +149,8 @@ class Module:
     path: Path
     source: str
     code: str = ""
+    #: The names it exports (its own and re-exported ones).
+    exports: tuple[str, ...] = ()
 
 
 def _js_string(text: str) -> str:
@@ -493,6 +495,7 @@ def load_modules(path: Path, name: str) -> list[Module]:
 
         rewriter = _Rewriter(module, resolve)
         module.code = rewriter.run()
+        module.exports = tuple(rewriter.exports)
         seen[mid] = module
         order.append(module)
         return module

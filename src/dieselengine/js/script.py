@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 import quickjs
 
 from ..wire._wire import Entry
-from ..runtime import Hook, Script, ScriptError
+from ..runtime import Hook, Script, ScriptError, misnamed_hooks
 from . import cpu_limit
 from .counts import HubLink, hub_link
 from .locations import JsError, LineMap
@@ -121,6 +121,8 @@ class JsScript:
     @classmethod
     def load(cls, path: Path, name: str, hub: Hub) -> JsScript:
         modules = load_modules(path, name)
+        for warning in misnamed_hooks(name, modules[-1].exports, python=False):
+            logging.getLogger("dieselengine").warning("%s", warning)
         script = cls(path, name, hub)
         try:
             script._start(modules)
