@@ -10,7 +10,7 @@ from collections.abc import Callable
 from .bus import Bus
 from .wire._wire import frame
 from .outbox import Outbox
-from .rooms import Room
+from .rooms import Room, RoomLimitError
 from .session import Message, Session
 from .settings import Settings
 from .stats import Stats
@@ -37,36 +37,49 @@ class Hub:
     # -- membership ------------------------------------------------------------------------------
 
     def join(self, session: Session, name: str) -> None:
+        """Idempotent; raises RoomLimitError past `--max-rooms-per-session`. O(1)."""
         if self.sessions.get(session.id) is not session:
             return  # its on_close has returned (a late join from a thread or a timer)
         room = self.rooms.get(name)
+        if room is not None and session in room.members:
+            return
+        if len(session.rooms) >= self.settings.max_rooms_per_session:
+            raise RoomLimitError(f"session {session.id} is already in {len(session.rooms)} rooms, the most a "
+                                 f"session may join (--max-rooms-per-session); cannot join {name!r}")
         if room is None:
             room = self.rooms[name] = Room(name)
-        elif session in room.members:
-            return
-        if room.batch:
+        elif room.batch:
             # Frames broadcast before the join must not reach the new member.
             self.outbox.flush()
         room.members[session] = None
-        session.rooms += (room,)
+        session.enter(room)
         self._counted(room)
 
     def leave(self, session: Session, name: str) -> None:
+        """Idempotent. O(1)."""
         room = self.rooms.get(name)
         if room is None or session not in room.members:
             return
+        session.exit(room)
+        self._left(session, room)
+
+    def leave_all(self, session: Session) -> None:
+        """Every room at once: O(its rooms)."""
+        rooms = session.rooms
+        if any(room.batch for room in rooms):
+            self.outbox.flush()  # while the session is still in all of them
+        session.rooms = ()
+        for room in rooms:
+            self._left(session, room)
+
+    def _left(self, session: Session, room: Room) -> None:
         if room.batch:
             # Frames broadcast while it was a member still reach it.
             self.outbox.flush()
         del room.members[session]
-        session.rooms = tuple(other for other in session.rooms if other is not room)
         if not room.members:
-            del self.rooms[name]
+            del self.rooms[room.name]
         self._counted(room)
-
-    def leave_all(self, session: Session) -> None:
-        for room in session.rooms:
-            self.leave(session, room.name)
 
     def _counted(self, room: Room) -> None:
         local = len(room.members)

@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 BatchEntry = tuple[int, bytes, "Session | None"]
 
 
+class RoomLimitError(ValueError):
+    """A join past `--max-rooms-per-session`: the handler's error (a RangeError in JavaScript)."""
+
+
 class Room:
     """A set of local members plus the frames broadcast to it since the last flush.
 

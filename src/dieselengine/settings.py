@@ -48,6 +48,9 @@ class Settings:
                                    group="limits", metavar="SECONDS")
     script_memory: int = option(256 << 20, "memory one JavaScript script may use",
                                 group="limits", parse=size, metavar="BYTES")
+    max_rooms_per_session: int = option(
+        128, "rooms one session may be in at once; a join past it raises (a RangeError in JavaScript)",
+        group="limits", metavar="N")
     ping_interval: float = option(
         20.0, "ping a client silent this long; close it if still silent one interval later",
         group="limits", metavar="SECONDS")
