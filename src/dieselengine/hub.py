@@ -60,6 +60,9 @@ class Hub:
         room = self.rooms.get(name)
         if room is None or session not in room.members:
             return
+        if room.batch:
+            # Frames broadcast while it was a member still reach it.
+            self.outbox.flush()
         session.exit(room)
         self._left(session, room)
 
@@ -73,9 +76,7 @@ class Hub:
             self._left(session, room)
 
     def _left(self, session: Session, room: Room) -> None:
-        if room.batch:
-            # Frames broadcast while it was a member still reach it.
-            self.outbox.flush()
+        """The room's side of a leave; the outbox holds nothing for the room any more."""
         del room.members[session]
         if not room.members:
             del self.rooms[room.name]
