@@ -1,4 +1,8 @@
-"""Test helpers: real `diesel serve` processes on free ports, talked to over real sockets."""
+"""Test helpers: real `diesel serve` processes on free ports, talked to over real sockets.
+
+Every server started here runs on the wire DIESEL_WIRE names (`auto`, `c` or `asyncio`): servers
+read it from the environment they inherit, and .ci/run runs the suite once per wire.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header() -> str:
+    return f"wire: {os.environ.get('DIESEL_WIRE', 'auto')} (DIESEL_WIRE)"
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config
+from . import __version__, config, wire
 from .settings import Settings
 
 
@@ -72,7 +72,7 @@ def _check(settings: Settings) -> int:
     from .stats import Stats
 
     loop = asyncio.new_event_loop()
-    router = Router(Hub(settings, loop, Stats()))
+    router = Router(Hub(settings, loop, Stats(), wire.load()))
     try:
         errors = router.load(settings.path)
     except ScriptError as exc:
@@ -109,6 +109,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _check(_settings(parser, args))
 
     settings = _settings(parser, args)
+    try:
+        wire.load(settings.wire)
+    except wire.WireUnavailable as exc:
+        parser.exit(2, f"diesel: error: {exc}\n")
     if settings.workers > 1 and not settings.cluster:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
     _configure_logging(settings.log_level)
@@ -119,11 +123,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         listen(settings.host, settings.port, reuse_port=True).close()  # a port in use fails here, once
         return run_workers(settings)
 
-    import uvloop
+    from .server import run
 
-    from .server import Server
-
-    return uvloop.run(Server(settings).run())
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class Dispatcher:
             self._awaiting(session, script, "message", result)
 
     def finished(self, session: Session, message: Message, result: object, failed: bool) -> None:
-        """A message the wire handed to the script's engine itself (`_wire.Entry`): the rest of a
+        """A message the wire handed to the script's engine itself (the wire's `Entry`): the rest of a
         result other than nothing or an echo, or the error the call raised."""
         script = session.route.script
         try:

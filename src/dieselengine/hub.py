@@ -7,13 +7,17 @@ import logging
 import threading
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 from .bus import Bus
-from .wire._wire import frame
 from .outbox import Outbox
 from .rooms import Room, RoomLimitError
 from .session import Message, Session
 from .settings import Settings
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .wire import WireKind
 
 log = logging.getLogger("dieselengine")
 
@@ -21,8 +25,11 @@ log = logging.getLogger("dieselengine")
 class Hub:
     """Sessions, rooms and the outbox of one node. Knows nothing of sockets or script engines."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, stats: Stats) -> None:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, stats: Stats, wire: WireKind) -> None:
         self.settings = settings
+        #: The wire's side of the protocol, given by the server: frames are the wire's encoding.
+        self.wire = wire
+        self.frame = wire.frame
         self.loop = loop
         self.thread_id = threading.get_ident()
         self.stats = stats
@@ -106,7 +113,7 @@ class Hub:
 
     def broadcast(self, name: str, message: Message, skip: Session | None) -> None:
         """Encode once; queue for local members (minus `skip`) and for other nodes."""
-        encoded = frame(message)
+        encoded = self.frame(message)
         room = self.rooms.get(name)
         if room is not None:
             self.outbox.to_room(room, encoded, skip)

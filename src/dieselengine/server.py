@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import socket
+import sys
 
 from .dispatch import Dispatcher
 from .endpoints import Endpoints
@@ -18,6 +19,7 @@ from .settings import Settings
 from .startup import StartupError, listen, no_scripts
 from .stats import Stats
 from .transport import Transport
+from .wire import WireKind, load, why_not_c
 
 log = logging.getLogger("dieselengine")
 
@@ -27,11 +29,13 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Checked by the command line first, which reports an unavailable wire in one line.
+        self.wire: WireKind = load(settings.wire)
 
     async def run(self, sock: socket.socket | None = None) -> int:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        hub = Hub(settings, loop, Stats())
+        hub = Hub(settings, loop, Stats(), self.wire)
         dispatcher = Dispatcher(hub)
         router = Router(hub)
         try:
@@ -55,16 +59,21 @@ class Server:
         endpoints = Endpoints(settings, router, hub)
         if sock is None:
             sock = listen(settings.host, settings.port)
-        transport = Transport(sock, dispatcher, endpoints, settings)
+        transport = Transport(sock, dispatcher, endpoints, settings, self.wire)
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+            try:
+                loop.add_signal_handler(signum, stopping.set)
+            except NotImplementedError:  # Windows' event loops
+                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stopping.set))
         tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(transport))]
         if settings.reload:
             tasks.append(asyncio.create_task(watch(router)))
         host, port = transport.address()
-        log.info("dieselengine serving %d route(s) on http://%s:%d: %s", len(router.routes), host, port,
-                 ", ".join(sorted(router.routes)))
+        log.info("dieselengine serving %d route(s) on http://%s:%d (wire: %s): %s", len(router.routes), host, port,
+                 self.wire.name, ", ".join(sorted(router.routes)))
+        if self.wire.name != "c" and settings.wire == "auto":
+            log.info("on the portable wire: %s", why_not_c())
 
         await stopping.wait()
         log.info("shutting down: closing %d session(s) with 1001", len(hub.sessions))
@@ -117,6 +126,18 @@ class Server:
                 future.cancel()
         await asyncio.sleep(0)
         hub.outbox.flush()
+
+
+def run(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve until SIGTERM/SIGINT on uvloop, or where uvloop is not available (Windows) on asyncio's
+    selector loop, which the portable wire needs (it watches sockets with add_reader)."""
+    try:
+        import uvloop
+    except ImportError:
+        if sys.platform == "win32":
+            asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
+        return asyncio.run(Server(settings).run(sock))
+    return uvloop.run(Server(settings).run(sock))
 
 
 def _tune_gc() -> None:

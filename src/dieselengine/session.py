@@ -7,11 +7,9 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .wire._wire import frame, valid_close_code
 from .request import Request
 
 if TYPE_CHECKING:
-    from .wire._wire import Entry
     from .hub import Hub
     from .rooms import Room
     from .routing import Route
@@ -20,7 +18,7 @@ Message = str | bytes
 
 
 class Connection(Protocol):
-    """What the core needs from a transport; the wire's `_wire.Conn` implements it."""
+    """What the core needs from a transport; each wire's `Conn` implements it."""
 
     def write(self, data: bytes) -> int:
         """Queue raw frame bytes; return the bytes the transport still holds for this client."""
@@ -38,9 +36,9 @@ class Connection(Protocol):
     def keepalive(self) -> None:
         """Called once per ping interval: ping a silent client, drop one that did not answer."""
 
-    def direct(self, entry: Entry | None, handle: object) -> None:
+    def direct(self, entry: object | None, handle: object) -> None:
         """Hand this session's text messages to a script engine's entry with the session's handle,
-        without a Python call in between (`_wire.Entry`); (None, None) undoes it."""
+        without a Python call in between (the wire's `Entry`); (None, None) undoes it."""
 
 
 #: Rooms a session holds in a tuple, remade on each join and leave, before it switches to a dict.
@@ -137,11 +135,12 @@ class Session:
             self.hub.loop.call_soon_threadsafe(self.send, message)
             return
         if self._open:
-            self.hub.outbox.to_session(self, frame(message))
+            hub = self.hub
+            hub.outbox.to_session(self, hub.frame(message))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; idempotent. Frames queued before it still go out first."""
-        if not valid_close_code(code):
+        if not self.hub.wire.valid_close_code(code):
             raise ValueError(f"close code must be 1000-1003, 1007-1014 or 3000-4999, not {code}")
         if get_ident() != self.hub.thread_id:
             self.hub.loop.call_soon_threadsafe(self.close, code, reason)

@@ -30,6 +30,10 @@ class Settings:
     trusted_proxies: frozenset[str] = option(
         None, "believe X-Forwarded-For from this proxy address (repeatable)",
         group="network", name="trusted-proxy", metavar="IP", repeat=True)
+    wire: str = option(
+        "auto", "the WebSocket wire: c (epoll, Linux; built at install), asyncio (portable, any OS), "
+        "or auto: c where it is built and the OS has epoll", group="network", choices=("auto", "c", "asyncio"),
+        metavar="WIRE")
 
     # development
     reload: bool = option(False, "swap in changed scripts without dropping connections", group="development")

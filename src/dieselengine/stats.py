@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .wire._wire import Wire
+    from .wire import Wire
 
 
 class Stats:
     """Counters kept as plain ints and floats: a Prometheus metric object per increment costs
     about a microsecond, which the per-message path cannot afford. The wire counts bytes and
     messages, times the handling of each message as it arrives, and counts the calls and echoes it
-    made itself (`_wire.Entry`); the properties add them up."""
+    made itself (the wire's `Entry`); the properties add them up."""
 
     __slots__ = (
         "sessions_opened",

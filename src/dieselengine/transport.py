@@ -1,6 +1,6 @@
-"""The WebSocket transport: sockets and frames in C (`_wire.c`), the handshake's routing here.
+"""The WebSocket transport: sockets and frames in the wire (`wire/`), the handshake's routing here.
 
-The wire accepts, reads the request head, parses and unmasks frames, checks the limits and UTF-8,
+The wire (in C, or the portable one in Python) accepts, reads the request head, parses and unmasks frames, checks the limits and UTF-8,
 answers pings and close frames, and writes with backpressure. Python is entered once per request
 head (`_handshake`: routing, the 101, the session) and once per message (the dispatcher), or not
 at all when a script engine gave the wire its entry and the message only needs an echo. Measured
@@ -14,7 +14,6 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from .wire._wire import Conn, Wire
 from .handshake import MAX_HEAD_SIZE, refusal
 from .request import Request, client_address
 from .session import Session
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
     from .endpoints import Endpoints
     from .settings import Settings
+    from .wire import WireKind
+    from .wire._wire import Conn
 
 log = logging.getLogger("dieselengine")
 
@@ -48,17 +49,17 @@ def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.sock
 class Transport:
     """Serves WebSocket sessions (and plain HTTP answers) on one listening socket."""
 
-    def __init__(self, sock: socket.socket, dispatcher: Dispatcher, endpoints: Endpoints, settings: Settings) -> None:
+    def __init__(self, sock: socket.socket, dispatcher: Dispatcher, endpoints: Endpoints, settings: Settings,
+                 kind: WireKind) -> None:
         self._sock = sock
         self._dispatcher = dispatcher
         self._endpoints = endpoints
         self._settings = settings
         self._loop = dispatcher.hub.loop
-        self.wire = Wire(sock.fileno(), self._handshake, dispatcher.received, dispatcher.finished, dispatcher.ended,
-                         self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
-                         MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout)
+        self.wire = kind.open(sock, self._handshake, dispatcher.received, dispatcher.finished, dispatcher.ended,
+                              self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
+                              MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout)
         dispatcher.stats.wire = self.wire
-        self._loop.add_reader(self.wire.fileno(), self.wire.poll)
 
     def address(self) -> tuple[str, int]:
         return self._sock.getsockname()[:2]

@@ -44,9 +44,7 @@ def _worker_main(settings: Settings, index: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    import uvloop
-
-    from .server import Server
+    from .server import run
     from .transport import listen_socket
 
     try:
@@ -55,7 +53,7 @@ def _worker_main(settings: Settings, index: int) -> None:
         log.error("worker %d: cannot listen on %s:%d: %s", index, settings.host, settings.port, exc)
         sys.exit(1)
     log.info("worker %d started (pid %d)", index, os.getpid())
-    sys.exit(uvloop.run(Server(settings).run(sock)))
+    sys.exit(run(settings, sock))
 
 
 def run_workers(settings: Settings) -> int:

@@ -28,7 +28,6 @@ from urllib.parse import parse_qs
 
 import quickjs
 
-from ..wire._wire import Entry
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
 from . import cpu_limit
 from .counts import HubLink, hub_link
@@ -89,10 +88,10 @@ class JsScript:
         self._promises: dict[int, asyncio.Future[None]] = {}
         self._dirty: dict[str, int] = {}
         self._closed: list[int] = []
-        #: The entry the wire calls for this script's messages itself (`_wire.Entry`); its `stale`
+        #: The entry the wire calls for this script's messages itself (the wire's `Entry`); its `stale`
         #: is set while the engine must hear of changes first, and `entries` counts every entry into
         #: the engine (see _on_interrupt).
-        self._entry = Entry(K_SEND)
+        self._entry = hub.wire.Entry(K_SEND)
         self._unloaded = False
         self._jobs_scheduled = False
         self._tick_jobs = True

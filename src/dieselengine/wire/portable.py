@@ -1,0 +1,577 @@
+"""The portable wire: the C wire's contract (`_wire.pyi`) on any asyncio event loop, in Python.
+
+For where the C wire is not built or the OS has no epoll (macOS, Windows, a machine without a
+compiler), and as a second implementation the whole test suite runs against. It follows `_wire.c`
+step by step: the same states, limits, close codes and reasons, the same callbacks into the
+core, and the same writes (a connection is written at once when its queue is empty, else its
+bytes wait for the loop to report it writable), so the outbox's one write per recipient per tick
+holds here too.
+
+Each socket is watched with `loop.add_reader` and read and written with plain non-blocking
+calls rather than through asyncio transports: that keeps accept synchronous (a paused accept on
+EMFILE that leaves waiting clients in the backlog, as the C wire does, which transports hide),
+costs no task per connection, and lets a paused session stop reading without a transport's own
+buffering. Frames are parsed here (the header is a few integer reads) and unmasked with
+`websockets`' C speed-up, which measured faster than driving `websockets`' sans-I/O parser
+per frame, whose generators and event objects cost more than the parsing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.utils import apply_mask
+
+from .frames import close_frame, frame, request_head, valid_close_code
+
+READ_SIZE = 65536
+#: Connections accepted per readiness of the listening socket, so a connect storm cannot starve
+#: the connections already open.
+ACCEPT_BATCH = 128
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+# HANDSHAKE: reading the request head. OPEN. CLOSING: the server sent its close frame and waits for
+# the client's. SHUT: reading stopped; the socket closes once queued bytes are written. GONE.
+HANDSHAKE, OPEN, CLOSING, SHUT, GONE = range(5)
+
+_PING = b"\x89\x00"
+
+
+class Entry:
+    """A script engine's entry for messages, which the wire calls itself; a result equal to `echo`
+    sends the message back to its sender."""
+
+    __slots__ = ("function", "stale", "entries", "echo")
+
+    def __init__(self, echo: int) -> None:
+        #: function(handle, message, None, 0) -> result, or None: no direct calls.
+        self.function: Callable[[object, str, None, int], object] | None = None
+        #: True while the engine must hear of changes first.
+        self.stale = False
+        #: Entries into the engine, direct or not (the CPU-time limit reads it).
+        self.entries = 0
+        self.echo = echo
+
+
+class Conn:
+    """One TCP connection; implements `session.Connection`."""
+
+    __slots__ = ("_wire", "_sock", "_fd", "_peer", "state", "_reading", "_alive", "_pinged", "session",
+                 "_entry", "_handle", "_timer", "_in", "_parts", "_parts_size", "_parts_text", "_out")
+
+    def __init__(self, wire: Wire, sock: socket.socket, peer: str) -> None:
+        self._wire = wire
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._peer = peer
+        self.state = HANDSHAKE
+        #: Registered with the loop as a reader (not paused, not shut).
+        self._reading = False
+        self._alive = True
+        self._pinged = False
+        self.session: Any = None
+        self._entry: Entry | None = None
+        self._handle: object = None
+        #: The timer that aborts a close the client does not complete.
+        self._timer: asyncio.TimerHandle | None = None
+        #: The unparsed tail; the parts of a fragmented message; bytes not yet written.
+        self._in: bytearray | None = None
+        self._parts: list[bytes] | None = None
+        self._parts_size = 0
+        self._parts_text = False
+        self._out: bytearray | None = None
+
+    # -- the core's session.Connection -----------------------------------------------------------
+
+    def write(self, data: bytes) -> int:
+        """Send now what the socket takes, queue the rest; returns the bytes still queued."""
+        self._send(data)
+        return len(self._out) if self._out is not None and self.state != GONE else 0
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; abort if the client has not closed within close_timeout."""
+        if self.state == OPEN:
+            self.state = CLOSING
+            self._send(close_frame(code, reason))
+            self._arm_close_timer()
+
+    def pause_reading(self) -> None:
+        if self.state < SHUT:
+            self._watch_reading(False)
+
+    def resume_reading(self) -> None:
+        if self.state < SHUT:
+            self._watch_reading(True)
+
+    def abort(self) -> None:
+        """Close the socket now."""
+        self._gone(False)
+
+    def keepalive(self) -> None:
+        """Once per ping interval: ping a silent client, drop one that did not answer the last ping."""
+        if self._alive:
+            self._alive = False
+            self._pinged = False
+        elif self._pinged:
+            self._wire.log.info("session %s: no answer to ping, closing", getattr(self.session, "id", None))
+            self._gone(False)
+        elif self.state == OPEN:
+            self._pinged = True
+            self._send(_PING)
+
+    def accept(self, response: bytes, session: Any) -> None:
+        """Send the 101; frames go to session from now on."""
+        if self.state == HANDSHAKE:
+            # Open before the 101 goes out: if the send fails, the session hears of it.
+            self._wire.handshaking.pop(self, None)
+            self.state = OPEN
+            self.session = session
+            self._send(response)
+
+    def respond(self, response: bytes) -> None:
+        """Answer a plain HTTP request, then close."""
+        if self.state == HANDSHAKE:
+            self._send(response)
+            self._shut()
+
+    def direct(self, entry: Entry | None, handle: object) -> None:
+        """Hand this session's text messages to a script engine's Entry with its handle (None, None:
+        to on_message)."""
+        if entry is not None and not isinstance(entry, Entry):
+            raise TypeError(f"an Entry or None, not {type(entry).__name__}")
+        self._entry = entry
+        self._handle = handle if entry is not None else None
+
+    # -- the event loop ---------------------------------------------------------------------------
+
+    def _watch_reading(self, on: bool) -> None:
+        if on and not self._reading:
+            self._wire.loop.add_reader(self._fd, self._readable)
+        elif not on and self._reading:
+            self._wire.loop.remove_reader(self._fd)
+        self._reading = on
+
+    def _gone(self, now: bool) -> None:
+        """The socket is closed. The session hears of it now (`now`, from a socket event) or on the
+        next loop iteration (from a method the core called, maybe in the middle of a handler)."""
+        if self.state == GONE:
+            return
+        wire = self._wire
+        self.state = GONE
+        wire.handshaking.pop(self, None)
+        self._watch_reading(False)
+        if self._out is not None:
+            wire.loop.remove_writer(self._fd)
+            self._out = None
+        self._sock.close()
+        wire.connections -= 1
+        wire.listen_again()
+        self._in = None
+        self._parts = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        session, self.session = self.session, None
+        if session is not None:
+            if now:
+                wire.call(wire.on_lost, session)
+            else:
+                wire.loop.call_soon(wire.on_lost, session)
+
+    def _arm_close_timer(self) -> None:
+        """A close must never wait on the client forever."""
+        if self._timer is None and self.state != GONE:
+            self._timer = self._wire.loop.call_later(self._wire.close_timeout, self.abort)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.state >= SHUT:
+            return
+        self._wire.bytes_out += len(data)
+        if self._out is not None:
+            self._out += data
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._gone(False)
+            return
+        if sent < len(data):
+            self._out = bytearray(data[sent:])
+            self._wire.loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        """The socket takes more: write what is queued; a shut connection closes once it is all out."""
+        out = self._out
+        if out is None:
+            return
+        try:
+            sent = self._sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._gone(True)
+            return
+        del out[:sent]
+        if out:
+            return
+        self._out = None
+        self._wire.loop.remove_writer(self._fd)
+        if self.state == SHUT:
+            self._gone(True)
+
+    def _shut(self) -> None:
+        """Stop reading; close the socket once what is queued is written."""
+        if self.state >= SHUT:
+            return
+        self._wire.handshaking.pop(self, None)
+        self.state = SHUT
+        self._watch_reading(False)
+        self._parts = None
+        if self._out is None:
+            self._gone(False)
+            return
+        self._arm_close_timer()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._gone(True)
+            return
+        if not data:
+            self._gone(True)
+            return
+        self._received(data)
+        if self.state >= SHUT:
+            self._in = None
+            self._parts = None
+
+    def _received(self, data: bytes) -> None:
+        """Bytes read from the socket: the request head first, then frames."""
+        if self.state == HANDSHAKE:
+            buffer = self._in
+            if buffer is None:
+                buffer = self._in = bytearray(data)
+                start = 0
+            else:
+                start = max(0, len(buffer) - 3)
+                buffer += data
+            end = buffer.find(b"\r\n\r\n", start)
+            if end < 0:
+                if len(buffer) > self._wire.max_head:
+                    self._head(None)
+                return
+            self._head(bytes(buffer[:end]))
+            if self.state != OPEN:
+                return
+            del buffer[:end + 4]
+            if not buffer:
+                self._in = None
+                return
+            data = b""
+        if self.state != OPEN and self.state != CLOSING:
+            return
+        buffer = self._in
+        if buffer is not None:
+            buffer += data
+            used = self._frames(buffer)
+            if self.state == OPEN or self.state == CLOSING:
+                del buffer[:used]
+                if not buffer:
+                    self._in = None
+        else:
+            used = self._frames(data)
+            if used < len(data) and (self.state == OPEN or self.state == CLOSING):
+                self._in = bytearray(data[used:])
+
+    def _frames(self, data: bytes | bytearray) -> int:
+        """Every whole frame in data; returns the bytes used. Stops when the connection stops reading."""
+        at = 0
+        size = len(data)
+        limit = self._wire.max_message
+        while self.state == OPEN or self.state == CLOSING:
+            left = size - at
+            if left < 2:
+                break
+            second = data[at + 1]
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if left < 4:
+                    break
+                length = int.from_bytes(data[at + 2:at + 4], "big")
+                header = 4
+            elif length == 127:
+                if left < 10:
+                    break
+                length = int.from_bytes(data[at + 2:at + 10], "big")
+                header = 10
+            if not second & 0x80:
+                self._fail(1002, "client frames must be masked")
+                break
+            if length > limit:
+                self._fail_too_big()
+                break
+            header += 4
+            if left - header < length:
+                break
+            start = at + header
+            payload = apply_mask(data[start:start + length], data[start - 4:start])
+            first = data[at]
+            at = start + length
+            if not self._frame(first, payload):
+                break
+        return at
+
+    def _frame(self, first: int, payload: bytes) -> bool:
+        """One whole, unmasked frame. Returns False once the connection stops reading."""
+        wire = self._wire
+        opcode = first & 0x0F
+        final = first & 0x80
+        self._alive = True
+        wire.bytes_in += len(payload)
+        if first & 0x70:
+            return self._fail(1002, "reserved bits set without an extension")
+        if opcode == 0x1 or opcode == 0x2:
+            if self._parts is not None:
+                return self._fail(1002, "new message before the fragmented one finished")
+            if final:
+                return self._message(payload, opcode == 0x1)
+            self._parts = [payload]
+            self._parts_size = len(payload)
+            self._parts_text = opcode == 0x1
+            return True
+        if opcode == 0x0:
+            parts = self._parts
+            if parts is None:
+                return self._fail(1002, "continuation frame without a message to continue")
+            self._parts_size += len(payload)
+            if self._parts_size > wire.max_message:
+                return self._fail_too_big()
+            parts.append(payload)
+            if not final:
+                return True
+            self._parts = None
+            return self._message(b"".join(parts), self._parts_text)
+        if opcode >= 0x8 and opcode <= 0xA:
+            if not final or len(payload) > 125:
+                return self._fail(1002, "control frames must be final and at most 125 bytes")
+            if opcode == 0x8:
+                return self._closed_by_peer(payload)
+            if opcode == 0x9 and self.state == OPEN:
+                self._send(bytes((0x8A, len(payload))) + payload)
+            return True
+        return self._fail(1002, f"unknown opcode {opcode}")
+
+    def _message(self, payload: bytes, text: bool) -> bool:
+        session = self.session
+        if self.state != OPEN or session is None:
+            return True  # the server is closing: dropped
+        message: str | bytes = payload
+        if text:
+            try:
+                message = payload.decode()
+            except UnicodeDecodeError:
+                return self._fail(1007, "invalid UTF-8 in a text message")
+        wire = self._wire
+        started = time.perf_counter()
+        if text and self._direct_ok():
+            self._direct(message)
+        else:
+            wire.call(wire.on_message, session, message)
+        wire.message_seconds += time.perf_counter() - started
+        wire.messages_in += 1
+        return self.state == OPEN or self.state == CLOSING
+
+    def _direct_ok(self) -> bool:
+        """The engine may be entered directly: the script allows it, nothing is queued for the client
+        (here or in the outbox, which a direct echo would overtake), and the session is not waiting
+        on an async hook (its messages then wait in its inbox)."""
+        entry = self._entry
+        return (entry is not None and entry.function is not None and not entry.stale and self._out is None
+                and not self.session.busy and not self._wire.outbox.queued)
+
+    def _direct(self, message: str) -> None:
+        """One message into the engine: nothing to do and an echo are handled here, any other result
+        (or an error) by the core, `on_finish(session, message, result, failed)`."""
+        wire = self._wire
+        entry = self._entry
+        assert entry is not None and entry.function is not None
+        entry.entries += 1
+        wire.direct_calls += 1
+        failed = False
+        try:
+            result = entry.function(self._handle, message, None, 0)
+        except Exception as exc:
+            result, failed = exc, True
+        else:
+            if result is None:
+                return
+            if type(result) is int and result == entry.echo:
+                wire.direct_frames += 1
+                self._send(frame(message))
+                return
+        wire.call(wire.on_finish, self.session, message, result, failed)
+
+    def _closed_by_peer(self, payload: bytes) -> bool:
+        """The client's close frame: answer it (unless it answers ours) and close the socket."""
+        code = 1000
+        if len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+            if not valid_close_code(code):
+                return self._fail(1002, f"invalid close code {code}")
+            try:
+                payload[2:].decode()
+            except UnicodeDecodeError:
+                return self._fail(1007, "invalid UTF-8 in the close reason")
+        elif len(payload) == 1:
+            return self._fail(1002, "a close payload of one byte")
+        if self.session is not None:
+            self._wire.call(self.session.mark_closing)
+        if self.state == OPEN:
+            self._send(close_frame(code, ""))
+        self._shut()
+        return False
+
+    def _fail(self, code: int, reason: str) -> bool:
+        """A protocol or limit violation: the session is told, a close frame with the code goes out,
+        and the socket closes without waiting for the client's reply. Returns False."""
+        wire = self._wire
+        wire.call(wire.on_failed, self.session, code, reason)
+        if self.state == OPEN:
+            self._send(close_frame(code, reason))
+        self._shut()
+        return False
+
+    def _fail_too_big(self) -> bool:
+        return self._fail(1009, f"message over {self._wire.max_message} bytes")
+
+    def _head(self, head: bytes | None) -> None:
+        """The request head is complete (or too large, None): the core routes it with its parts and
+        answers by `accept` or `respond`."""
+        wire = self._wire
+        if head is None:
+            method, path, query, headers, answer = None, "", "", b"", (431, "request head too large")
+        else:
+            method, path, query, headers, answer = request_head(head)
+        wire.call(wire.on_head, self, method, path, query, headers, self._peer, answer)
+        if self.state == HANDSHAKE:
+            self._gone(True)  # not answered: only after an error in on_head
+
+
+class Wire:
+    """The listening socket and every connection, on the running asyncio loop."""
+
+    def __init__(self, listener: socket.socket,
+                 on_head: Callable[..., None], on_message: Callable[[Any, str | bytes], None],
+                 on_finish: Callable[[Any, str, object, bool], None], on_lost: Callable[[Any], None],
+                 on_failed: Callable[[Any, int, str], None], outbox: Any, loop: asyncio.AbstractEventLoop,
+                 log: logging.Logger, max_message_size: int, max_head_size: int, handshake_timeout: float,
+                 close_timeout: float) -> None:
+        self.on_head = on_head
+        self.on_message = on_message
+        self.on_finish = on_finish
+        self.on_lost = on_lost
+        self.on_failed = on_failed
+        self.outbox = outbox
+        self.loop = loop
+        self.log = log
+        self.max_message = max_message_size
+        self.max_head = max_head_size
+        self.handshake_timeout = handshake_timeout
+        self.close_timeout = close_timeout
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.messages_in = 0
+        self.message_seconds = 0.0
+        self.direct_calls = 0
+        self.direct_frames = 0
+        self.connections = 0
+        #: Connections still in their handshake, with their deadlines: oldest first.
+        self.handshaking: dict[Conn, float] = {}
+        #: The listening socket (its owner closes it, after `stop_accepting`).
+        self._listener: socket.socket | None = listener
+        if sys.platform == "linux":
+            # Accepted sockets inherit TCP_NODELAY on Linux; TCP_DEFER_ACCEPT: a connection is handed
+            # over once its client has sent something (a WebSocket client always speaks first).
+            self._nodelay_each = False
+            self._listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        else:
+            self._nodelay_each = self._listener.family in (socket.AF_INET, socket.AF_INET6)
+        self._accepting = False
+        self.listen_again()
+
+    def call(self, callback: Callable[..., object], *args: object) -> None:
+        """A callback into the core: an error there is a bug on our Python side, reported without
+        stopping the wire (as the C wire reports it as unraisable)."""
+        try:
+            callback(*args)
+        except Exception:
+            self.log.exception("wire: %s failed", getattr(callback, "__qualname__", callback))
+
+    def listen_again(self) -> None:
+        if not self._accepting and self._listener is not None:
+            self.loop.add_reader(self._listener.fileno(), self._accept)
+            self._accepting = True
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    # Stop accepting until a connection closes or the next sweep, rather than spin
+                    # on a listening socket that stays ready; the clients wait in the backlog.
+                    self.loop.remove_reader(self._listener.fileno())
+                    self._accepting = False
+                    self.log.warning("cannot accept connections (%s) with %d open; pausing accept",
+                                     os.strerror(exc.errno or 0), self.connections)
+                return
+            sock.setblocking(False)
+            if self._nodelay_each:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Conn(self, sock, address[0] if isinstance(address, tuple) else "")
+            self.connections += 1
+            self.handshaking[conn] = time.monotonic() + self.handshake_timeout
+            conn._watch_reading(True)
+            # With TCP_DEFER_ACCEPT the request head has usually arrived already: read it now.
+            conn._readable()
+
+    def sweep(self) -> None:
+        """Drop connections past their handshake deadline; accept again if descriptors ran out."""
+        now = time.monotonic()
+        while self.handshaking:
+            conn, deadline = next(iter(self.handshaking.items()))
+            if deadline > now:
+                break
+            conn._gone(True)
+        self.listen_again()
+
+    def stop_accepting(self) -> None:
+        if self._listener is not None:
+            if self._accepting:
+                self.loop.remove_reader(self._listener.fileno())
+            self._accepting = False
+            self._listener = None
