@@ -35,7 +35,7 @@ from dieselengine.dispatch import Dispatcher
 from dieselengine.endpoints import Endpoints
 from dieselengine.hub import Hub
 from dieselengine.routing import Router
-from dieselengine.server import _tune_gc
+from dieselengine.node import _tune_gc
 from dieselengine.session import Session
 from dieselengine.settings import Settings
 from dieselengine.stats import Stats

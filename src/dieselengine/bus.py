@@ -6,6 +6,7 @@ hub works without one (a single node); `--cluster` plugs in the Redis implementa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -30,6 +31,14 @@ class Bus(Protocol):
 
     def remote_members(self, room: str) -> int:
         """Members on other nodes, from the local replica of the cluster's counts."""
+
+    def remote_rooms(self) -> Mapping[str, int]:
+        """Every room with members on other nodes, with their count there (the same replica)."""
+
+    async def close_session(self, session_id: str, code: int, reason: str) -> bool:
+        """Ask the other nodes to close a session (`hub.close_session` on each): True once the
+        node that has it answers, False once every node answered that it has none. Raises
+        ConnectionError if the other nodes cannot be asked, TimeoutError if not all answered."""
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics, e.g. {"errors": 3, "reconnects": 1, "published": 812}."""

@@ -115,6 +115,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.exit(2, f"diesel: error: {exc}\n")
     if settings.workers > 1 and not settings.cluster:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
+    if settings.api_key is not None and (not settings.api_key.strip() or settings.api_key != settings.api_key.strip()):
+        parser.error("--api-key must not be empty nor begin or end with a space")
     _configure_logging(settings.log_level)
     if settings.workers > 1:
         from .startup import listen
@@ -123,7 +125,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         listen(settings.host, settings.port, reuse_port=True).close()  # a port in use fails here, once
         return run_workers(settings)
 
-    from .server import run
+    from .node import run
 
     return run(settings)
 

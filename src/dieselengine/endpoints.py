@@ -1,4 +1,4 @@
-"""What a request path leads to: a WebSocket route, `/healthz`, `/metrics`, a static file or 404.
+"""What a request path leads to: a WebSocket route, `/healthz`, `/metrics`, the API, a static file or 404.
 
 Everything is served on one port; nothing is upgraded that does not match a route.
 """
@@ -9,6 +9,8 @@ import mimetypes
 from pathlib import Path
 from urllib.parse import unquote
 
+from .api import PREFIX as API_PREFIX
+from .api import Api
 from .handshake import http_response
 from .hub import Hub
 from .metrics import registry_for, render
@@ -21,15 +23,22 @@ class Endpoints:
         self._router = router
         self._hub = hub
         self._registry = registry_for(hub)
+        #: The HTTP API under /api/, with --api-key only.
+        self.api = Api(settings, hub, settings.api_key) if settings.api_key else None
+        if self.api is not None:
+            self._registry.register(self.api.collector())
         self._static = settings.static_dir.resolve() if settings.static_dir else None
         #: False once shutdown began: /healthz answers 503 and new upgrades are refused.
         self.serving = True
 
-    def resolve(self, method: bytes, path: str) -> Route | bytes:
-        """The route to upgrade to, or a complete HTTP response to send before closing."""
+    def resolve(self, method: bytes, path: str) -> Route | Api | bytes:
+        """The route to upgrade to, the API to hand the request to, or a complete HTTP response
+        to send before closing."""
         route = self._router.match(path)
         if route is not None:
             return route if self.serving else http_response(503, b"shutting down\n")
+        if self.api is not None and path.startswith(API_PREFIX):
+            return self.api
         if method not in (b"GET", b"HEAD"):
             return http_response(405, b"method not allowed\n", extra="Allow: GET\r\n")
         if path == "/healthz":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .bus import Bus
 from .outbox import Outbox
 from .rooms import Room, RoomLimitError
+from .server_handle import server
 from .session import Message, Session
 from .settings import Settings
 from .stats import Stats
@@ -40,6 +41,7 @@ class Hub:
         #: Called with (room, members) whenever a room's count may have changed; script runtimes
         #: that cannot call back into Python mid-handler (QuickJS) keep a mirror of the counts.
         self.count_listeners: list[Callable[[str, int], None]] = []
+        server.bind(self)
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -109,6 +111,14 @@ class Hub:
             return local + self.bus.remote_members(name)
         return local
 
+    def room_counts(self) -> dict[str, int]:
+        """Every room with members on any node, with its cluster-wide count."""
+        counts = {name: len(room.members) for name, room in self.rooms.items()}
+        if self.bus is not None:
+            for name, remote in self.bus.remote_rooms().items():
+                counts[name] = counts.get(name, 0) + remote
+        return counts
+
     # -- fan-out ---------------------------------------------------------------------------------
 
     def broadcast(self, name: str, message: Message, skip: Session | None) -> None:
@@ -131,6 +141,14 @@ class Hub:
     def add(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.stats.sessions_opened += 1
+
+    def close_session(self, session_id: str, code: int, reason: str) -> bool:
+        """Close a session of this node by its id (an operator's request); False if it has none."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        session.close(code, reason)
+        return True
 
     def remove(self, session: Session) -> None:
         """After `on_close` returned: leave every room, forget the session."""

@@ -16,6 +16,10 @@ Three things travel through Redis, all under the `--cluster-prefix` (default `di
   milliseconds; every node also re-reads all the hashes each `SYNC_INTERVAL`, which repairs
   anything a missed message left behind. Versions keep an older snapshot from overwriting a newer
   change.
+* **Session closes** asked for by the HTTP API, on the control channel too: `{"close": id, "ask":
+  tag}`; every node answers `{"answer": tag, "found": bool}`. PUBLISH returns how many nodes
+  listen, so the asking node knows how many answers to wait for: "no node has it" is known as
+  soon as the last one answered, not after a timeout.
 
 `members()` stays synchronous for scripts: it adds the local count to `remote_members`, read from
 the replica kept here. A node subscribes to a room's channel, and waits for Redis to confirm,
@@ -123,6 +127,12 @@ class RedisBus:
         self._pending_bytes = 0
         self._writing = False
 
+        #: Session closes this node asked the others for: tag -> the ask.
+        self._asks: dict[str, _Ask] = {}
+        #: The command connection while connected, for closes asked and answered.
+        self._client: Redis | None = None
+        self._answering: set[asyncio.Task[None]] = set()
+
         self._counters = {"published": 0, "publishes": 0, "received": 0, "errors": 0,
                           "reconnects": 0, "dropped": 0}
         self._supervisor: asyncio.Task[None] | None = None
@@ -199,6 +209,23 @@ class RedisBus:
     def remote_members(self, room: str) -> int:
         return self._remote.get(room, 0)
 
+    def remote_rooms(self) -> dict[str, int]:
+        return self._remote
+
+    async def close_session(self, session_id: str, code: int, reason: str) -> bool:
+        client = self._client
+        if client is None or not self.healthy:
+            raise ConnectionError("the cluster bus is not connected to Redis")
+        tag = os.urandom(8).hex()
+        ask = self._asks[tag] = _Ask(asyncio.get_running_loop().create_future())
+        try:
+            message = {"n": self.node_id, "close": session_id, "code": code, "reason": reason, "ask": tag}
+            listeners = await client.publish(self._ctl_channel, json.dumps(message, separators=(",", ":")))
+            ask.expect(int(listeners) - 1)  # every node listens to the control channel, this one too
+            return await asyncio.wait_for(ask.future, COMMAND_TIMEOUT)
+        finally:
+            del self._asks[tag]
+
     def metrics(self) -> dict[str, float]:
         return dict(self._counters)
 
@@ -228,6 +255,7 @@ class RedisBus:
                                 len(self._subscribed))
                 ever_connected = True
                 down_logged = False
+                self._client = client
                 self.healthy = True
                 self._connected_once.set()
                 delay = BACKOFF_MIN
@@ -247,6 +275,7 @@ class RedisBus:
                     down_logged = True
             finally:
                 self.healthy = False
+                self._client = None
                 for task in tasks:
                     task.cancel()
                 if tasks:
@@ -482,10 +511,30 @@ class RedisBus:
                 self._gone[node] = asyncio.get_running_loop().time()
                 self._forget(node)
                 return
+            if "close" in message:
+                self._close_asked(message)
+                return
+            if "answer" in message:
+                ask = self._asks.get(message["answer"])
+                if ask is not None:
+                    ask.answered(bool(message["found"]))
+                return
             self._apply(node, int(message["v"]), message["c"], full=bool(message.get("f")))
         except (ValueError, KeyError, TypeError) as exc:
             self._counters["errors"] += 1
             log.warning("cluster: ignoring a malformed control message (%s): %.200r", exc, data)
+
+    def _close_asked(self, message: dict[str, Any]) -> None:
+        """Another node's API asked for a session to be closed: close it if it is here, and answer."""
+        assert self._hub is not None
+        found = self._hub.close_session(str(message["close"]), int(message["code"]), str(message["reason"]))
+        answer = json.dumps({"n": self.node_id, "answer": message["ask"], "found": found}, separators=(",", ":"))
+        client = self._client
+        if client is None:
+            return  # Redis just went away: the asking node times out
+        task = asyncio.create_task(_quietly(client.publish(self._ctl_channel, answer)))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     def _apply(self, node: str, version: int, counts: dict[str, int], full: bool) -> None:
         """Merge a node's counts: a full snapshot replaces them, a change updates some rooms.
@@ -531,6 +580,34 @@ class RedisBus:
                 remote.pop(room, None)
             if hub is not None:
                 hub.count_changed(room)
+
+
+class _Ask:
+    """A session close this node asked the others for, and their answers so far."""
+
+    __slots__ = ("future", "nodes", "noes")
+
+    def __init__(self, future: asyncio.Future[bool]) -> None:
+        self.future = future
+        #: How many nodes answer; unknown until PUBLISH returned (answers may come first).
+        self.nodes: int | None = None
+        self.noes = 0
+
+    def expect(self, nodes: int) -> None:
+        self.nodes = nodes
+        self._settle()
+
+    def answered(self, found: bool) -> None:
+        if found:
+            if not self.future.done():
+                self.future.set_result(True)
+            return
+        self.noes += 1
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.nodes is not None and self.noes >= self.nodes and not self.future.done():
+            self.future.set_result(False)
 
 
 def _deliver_frames(hub: Hub, room: str, data: bytes) -> tuple[int, bool]:

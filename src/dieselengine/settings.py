@@ -34,6 +34,11 @@ class Settings:
         "auto", "the WebSocket wire: c (epoll, Linux; built at install), asyncio (portable, any OS), "
         "or auto: c where it is built and the OS has epoll", group="network", choices=("auto", "c", "asyncio"),
         metavar="WIRE")
+    #: Turns on the HTTP API under /api/; every request must carry it as a Bearer token.
+    api_key: str | None = option(
+        None, "serve the HTTP API under /api/ (broadcast to rooms, list them, close sessions); every request "
+              "must send Authorization: Bearer KEY (DIESEL_API_KEY keeps it out of the process list)",
+        group="network", metavar="KEY")
 
     # development
     reload: bool = option(False, "swap in changed scripts without dropping connections", group="development")

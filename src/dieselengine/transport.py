@@ -14,6 +14,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+from .api import Api
 from .handshake import MAX_HEAD_SIZE, refusal
 from .request import Request, client_address
 from .session import Session
@@ -77,6 +78,9 @@ class Transport:
             found = self._endpoints.resolve(method, path)
             if isinstance(found, bytes):
                 conn.respond(found)
+                return
+            if isinstance(found, Api):
+                found.handle(conn, method, path, raw_headers)
                 return
             if isinstance(answer, bytes):
                 request = Request(path, query, raw_headers, peer)

@@ -44,7 +44,7 @@ def _worker_main(settings: Settings, index: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    from .server import run
+    from .node import run
     from .transport import listen_socket
 
     try:

@@ -88,6 +88,9 @@ typedef struct Conn {
     Wire *wire;
     int fd;
     unsigned char state, reading, alive, pinged, in_parts, parts_text;
+    /* After a plain HTTP answer: keep reading (and dropping) what the client still sends until it
+     * closes, so an unread request body does not turn the close into a reset that loses the answer. */
+    unsigned char linger;
     /* The client's address (AF_INET or AF_INET6, 0 if neither), taken from accept. */
     unsigned char peer_family, peer[16];
     uint32_t events;
@@ -97,6 +100,9 @@ typedef struct Conn {
     PyObject *handle;
     /* The asyncio timer that aborts a close the client does not complete. */
     PyObject *timer;
+    /* While a plain HTTP request's body is read (`read_body`): what to call with it, and its size. */
+    PyObject *on_body;
+    Py_ssize_t body_size;
     /* The unparsed tail, the parts of a fragmented message, bytes not yet written (from out_at). */
     buffer_t in, parts, out;
     size_t out_at;
@@ -208,6 +214,7 @@ static void conn_gone(Conn *c, int direct) {
         Py_XDECREF(result);
         Py_CLEAR(c->timer);
     }
+    Py_CLEAR(c->on_body);  /* a closure holding this connection */
     PyObject *session = c->session;
     c->session = NULL;  /* breaks the session <-> connection cycle */
     if (session) {
@@ -235,6 +242,8 @@ static void arm_close_timer(Conn *c) {
 }
 
 /* -- writing ------------------------------------------------------------------------------- */
+
+static void conn_written(Conn *c, int direct);
 
 static void conn_send(Conn *c, const unsigned char *data, size_t n) {
     if (c->state >= SHUT) return;
@@ -270,8 +279,20 @@ static void conn_writable(Conn *c) {
     if (c->out_at < c->out.len) return;
     buffer_free(&c->out);
     c->out_at = 0;
-    if (c->state == SHUT) conn_gone(c, 1);
+    if (c->state == SHUT) conn_written(c, 1);
     else watch(c);
+}
+
+/* A shut connection wrote everything: close it, or with `linger` send a FIN and read on until the
+ * client closes (or the close timeout). */
+static void conn_written(Conn *c, int direct) {
+    if (!c->linger) {
+        conn_gone(c, direct);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    watch(c);
+    arm_close_timer(c);
 }
 
 static void send_close(Conn *c, int code, const char *reason, size_t size) {
@@ -293,10 +314,10 @@ static void conn_shut(Conn *c) {
     if (c->state >= SHUT) return;
     handshaking_remove(c);
     c->state = SHUT;
-    c->reading = 0;
+    c->reading = c->linger;
     c->in_parts = 0;
     if (c->out.len == c->out_at) {
-        conn_gone(c, 0);
+        conn_written(c, 0);
         return;
     }
     watch(c);
@@ -601,7 +622,29 @@ static void conn_head(Conn *c, const unsigned char *head, size_t size, int compl
     Py_XDECREF(result);
     Py_XDECREF(peer);
     for (int i = 0; i < HEAD_PARTS; i++) Py_XDECREF(parts[i]);
-    if (c->state == HANDSHAKE) conn_gone(c, 1);  /* not answered: only after an error above */
+    /* Not answered and no body wanted: only after an error above. */
+    if (c->state == HANDSHAKE && c->on_body == NULL) conn_gone(c, 1);
+}
+
+/* A request body (`read_body`) is complete once `body_size` bytes are in: reading stops (bytes past
+ * it are never read), `on_body(body)` is called, and the answer (`respond`) may come later, within
+ * a fresh handshake timeout. */
+static void conn_body(Conn *c) {
+    if ((Py_ssize_t)c->in.len < c->body_size) return;
+    PyObject *on_body = c->on_body;
+    c->on_body = NULL;
+    c->reading = 0;
+    watch(c);
+    handshaking_remove(c);
+    handshaking_add(c->wire, c);
+    PyObject *body = PyBytes_FromStringAndSize((const char *)c->in.data, c->body_size);
+    buffer_free(&c->in);
+    PyObject *result = body != NULL ? PyObject_CallOneArg(on_body, body) : NULL;
+    if (result == NULL) report(on_body);
+    Py_XDECREF(result);
+    Py_XDECREF(body);
+    Py_DECREF(on_body);
+    if (result == NULL && c->state == HANDSHAKE) conn_gone(c, 1);
 }
 
 /* Bytes read from the socket: the request head first, then frames. */
@@ -613,6 +656,10 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
             conn_gone(c, 1);
             return;
         }
+        if (c->on_body != NULL) {
+            conn_body(c);
+            return;
+        }
         unsigned char *end = memmem(c->in.data + from, c->in.len - from, "\r\n\r\n", 4);
         if (end == NULL) {
             if (c->in.len > (size_t)w->max_head) conn_head(c, NULL, 0, 0);
@@ -620,9 +667,14 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
         }
         size_t head = (size_t)(end - c->in.data);
         conn_head(c, c->in.data, head, 1);
-        if (c->state != OPEN) return;
+        int body = c->state == HANDSHAKE && c->on_body != NULL;
+        if (c->state != OPEN && !body) return;
         c->in.len -= head + 4;
         memmove(c->in.data, end + 4, c->in.len);
+        if (body) {
+            conn_body(c);
+            return;
+        }
         if (c->in.len == 0) {
             buffer_free(&c->in);
             return;
@@ -693,9 +745,10 @@ static void wire_accept(Wire *w) {
         c->state = HANDSHAKE;
         c->reading = 1;
         c->alive = 1;
-        c->pinged = c->in_parts = c->parts_text = 0;
+        c->pinged = c->in_parts = c->parts_text = c->linger = 0;
         c->events = EPOLLIN;
-        c->session = c->timer = c->handle = NULL;
+        c->session = c->timer = c->handle = c->on_body = NULL;
+        c->body_size = 0;
         c->entry = NULL;
         c->in = c->parts = c->out = (buffer_t){0};
         c->out_at = 0;
@@ -793,14 +846,29 @@ static PyObject *Conn_accept(Conn *c, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Conn_respond(Conn *c, PyObject *response) {
+static PyObject *Conn_respond(Conn *c, PyObject *args) {
     Py_buffer view;
-    if (PyObject_GetBuffer(response, &view, PyBUF_SIMPLE) < 0) return NULL;
+    int linger = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &view, &linger)) return NULL;
     if (c->state == HANDSHAKE) {
+        c->linger = (unsigned char)linger;
         conn_send(c, view.buf, (size_t)view.len);
         conn_shut(c);
     }
     PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_read_body(Conn *c, PyObject *args) {
+    Py_ssize_t size;
+    PyObject *on_body;
+    if (!PyArg_ParseTuple(args, "nO", &size, &on_body)) return NULL;
+    if (size < 0 || size > c->wire->max_message)
+        return PyErr_Format(PyExc_ValueError, "a body of 0 to %zd bytes, not %zd", c->wire->max_message, size);
+    if (c->state != HANDSHAKE || c->on_body != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "read_body is for a request head being answered");
+    c->on_body = Py_NewRef(on_body);
+    c->body_size = size;
     Py_RETURN_NONE;
 }
 
@@ -826,6 +894,7 @@ static void Conn_dealloc(Conn *c) {
     Py_XDECREF(c->entry);
     Py_XDECREF(c->handle);
     Py_XDECREF(c->timer);
+    Py_XDECREF(c->on_body);
     Py_XDECREF(c->wire);
     PyObject_Free(c);
 }
@@ -841,7 +910,12 @@ static PyMethodDef Conn_methods[] = {
     {"keepalive", (PyCFunction)Conn_keepalive, METH_NOARGS,
      "Once per ping interval: ping a silent client, drop one that did not answer the last ping."},
     {"accept", (PyCFunction)Conn_accept, METH_VARARGS, "accept(response, session): send the 101; frames go to session."},
-    {"respond", (PyCFunction)Conn_respond, METH_O, "respond(response): answer a plain HTTP request, then close."},
+    {"respond", (PyCFunction)Conn_respond, METH_VARARGS,
+     "respond(response, linger=False): answer a plain HTTP request, then close; with linger, once the client "
+     "closed too (or after close_timeout), dropping what it still sends (an unread body)."},
+    {"read_body", (PyCFunction)Conn_read_body, METH_VARARGS,
+     "read_body(size, on_body): from on_head, read a request body of size bytes (at most max_message_size) "
+     "and call on_body(body); the answer (`respond`) may then come later, within handshake_timeout."},
     {"direct", (PyCFunction)Conn_direct, METH_VARARGS,
      "direct(entry, handle): hand this session's text messages to a script engine's Entry with its handle "
      "(None, None: to on_message)."},

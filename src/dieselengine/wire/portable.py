@@ -65,7 +65,8 @@ class Conn:
     """One TCP connection; implements `session.Connection`."""
 
     __slots__ = ("_wire", "_sock", "_fd", "_peer", "state", "_reading", "_alive", "_pinged", "session",
-                 "_entry", "_handle", "_timer", "_in", "_parts", "_parts_size", "_parts_text", "_out")
+                 "_entry", "_handle", "_timer", "_in", "_parts", "_parts_size", "_parts_text", "_out",
+                 "_on_body", "_body_size", "_linger")
 
     def __init__(self, wire: Wire, sock: socket.socket, peer: str) -> None:
         self._wire = wire
@@ -88,6 +89,12 @@ class Conn:
         self._parts_size = 0
         self._parts_text = False
         self._out: bytearray | None = None
+        #: While a plain HTTP request's body is read (`read_body`): what to call with it, its size.
+        self._on_body: Callable[[bytes], None] | None = None
+        self._body_size = 0
+        #: After a plain HTTP answer: read (and drop) what the client still sends until it closes,
+        #: so an unread request body does not turn the close into a reset that loses the answer.
+        self._linger = False
 
     # -- the core's session.Connection -----------------------------------------------------------
 
@@ -136,11 +143,23 @@ class Conn:
             self.session = session
             self._send(response)
 
-    def respond(self, response: bytes) -> None:
-        """Answer a plain HTTP request, then close."""
+    def respond(self, response: bytes, linger: bool = False) -> None:
+        """Answer a plain HTTP request, then close; with linger, once the client closed too (or
+        after close_timeout), dropping what it still sends (an unread body)."""
         if self.state == HANDSHAKE:
+            self._linger = linger
             self._send(response)
             self._shut()
+
+    def read_body(self, size: int, on_body: Callable[[bytes], None]) -> None:
+        """From on_head, read a request body of size bytes (at most max_message_size) and call
+        on_body(body); the answer (`respond`) may then come later, within handshake_timeout."""
+        if not 0 <= size <= self._wire.max_message:
+            raise ValueError(f"a body of 0 to {self._wire.max_message} bytes, not {size}")
+        if self.state != HANDSHAKE or self._on_body is not None:
+            raise RuntimeError("read_body is for a request head being answered")
+        self._on_body = on_body
+        self._body_size = size
 
     def direct(self, entry: Entry | None, handle: object) -> None:
         """Hand this session's text messages to a script engine's Entry with its handle (None, None:
@@ -176,6 +195,7 @@ class Conn:
         wire.listen_again()
         self._in = None
         self._parts = None
+        self._on_body = None  # a closure holding this connection
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -229,7 +249,20 @@ class Conn:
         self._out = None
         self._wire.loop.remove_writer(self._fd)
         if self.state == SHUT:
-            self._gone(True)
+            self._written(True)
+
+    def _written(self, now: bool) -> None:
+        """A shut connection wrote everything: close it, or with `linger` send a FIN and read on
+        until the client closes (or the close timeout)."""
+        if not self._linger:
+            self._gone(now)
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._gone(now)
+            return
+        self._arm_close_timer()
 
     def _shut(self) -> None:
         """Stop reading; close the socket once what is queued is written."""
@@ -237,10 +270,10 @@ class Conn:
             return
         self._wire.handshaking.pop(self, None)
         self.state = SHUT
-        self._watch_reading(False)
+        self._watch_reading(self._linger)
         self._parts = None
         if self._out is None:
-            self._gone(False)
+            self._written(False)
             return
         self._arm_close_timer()
 
@@ -272,15 +305,22 @@ class Conn:
             else:
                 start = max(0, len(buffer) - 3)
                 buffer += data
+            if self._on_body is not None:
+                self._body()
+                return
             end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
                 if len(buffer) > self._wire.max_head:
                     self._head(None)
                 return
             self._head(bytes(buffer[:end]))
-            if self.state != OPEN:
+            body = self.state == HANDSHAKE and self._on_body is not None
+            if self.state != OPEN and not body:
                 return
             del buffer[:end + 4]
+            if body:
+                self._body()
+                return
             if not buffer:
                 self._in = None
                 return
@@ -471,8 +511,33 @@ class Conn:
         else:
             method, path, query, headers, answer = request_head(head)
         wire.call(wire.on_head, self, method, path, query, headers, self._peer, answer)
-        if self.state == HANDSHAKE:
-            self._gone(True)  # not answered: only after an error in on_head
+        if self.state == HANDSHAKE and self._on_body is None:
+            self._gone(True)  # not answered and no body wanted: only after an error in on_head
+
+    def _body(self) -> None:
+        """A request body (`read_body`) is complete once `body_size` bytes are in: reading stops
+        (bytes past it are never read), `on_body(body)` is called, and the answer (`respond`) may
+        come later, within a fresh handshake timeout."""
+        buffer = self._in
+        size = self._body_size
+        if buffer is None:
+            buffer = bytearray()
+        if len(buffer) < size:
+            return
+        on_body, self._on_body = self._on_body, None
+        assert on_body is not None
+        self._watch_reading(False)
+        wire = self._wire
+        wire.handshaking.pop(self, None)
+        wire.handshaking[self] = time.monotonic() + wire.handshake_timeout
+        body = bytes(buffer[:size])
+        self._in = None
+        try:
+            on_body(body)
+        except Exception:
+            wire.log.exception("wire: %s failed", getattr(on_body, "__qualname__", on_body))
+            if self.state == HANDSHAKE:
+                self._gone(True)
 
 
 class Wire:

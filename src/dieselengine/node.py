@@ -1,4 +1,4 @@
-"""Wiring: hub, dispatcher, routes, transport, cluster bus, keepalive, reload and shutdown."""
+"""One node (a serving process): wires hub, dispatcher, routes, transport, bus, keepalive, reload, shutdown."""
 
 from __future__ import annotations
 
