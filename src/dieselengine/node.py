@@ -19,7 +19,7 @@ from .settings import Settings
 from .startup import StartupError, listen, no_scripts
 from .stats import Stats
 from .transport import Transport
-from .wire import WireKind, load, why_not_c
+from .wire import WireKind, c_expected, load, why_not_c
 
 log = logging.getLogger("dieselengine")
 
@@ -73,7 +73,7 @@ class Server:
         log.info("dieselengine serving %d route(s) on http://%s:%d (wire: %s): %s", len(router.routes), host, port,
                  self.wire.name, ", ".join(sorted(router.routes)))
         if self.wire.name != "c" and settings.wire == "auto":
-            log.info("on the portable wire: %s", why_not_c())
+            log.log(logging.WARNING if c_expected() else logging.INFO, "on the portable wire: %s", why_not_c())
 
         await stopping.wait()
         log.info("shutting down: closing %d session(s) with 1001", len(hub.sessions))

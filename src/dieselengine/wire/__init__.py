@@ -9,6 +9,7 @@ close-code rule), and a JavaScript runtime the entry type the wire calls itself.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import select
 import socket
@@ -70,10 +71,12 @@ def _c_module() -> ModuleType | str:
     """The C wire's module, or why it cannot run here."""
     if not hasattr(select, "epoll"):
         return "the C wire needs epoll (Linux)"
+    if importlib.util.find_spec(f"{__name__}._wire") is None:
+        return "the C wire was not built at install (it needs a C compiler then)"
     try:
         from . import _wire
     except ImportError as exc:
-        return f"the C wire is not built ({exc}); reinstall with a C compiler to build it"
+        return f"the C wire does not load: {exc}"
     return _wire
 
 
@@ -106,3 +109,9 @@ def why_not_c() -> str | None:
     """Why `auto` fell back to the portable wire, or None where the C wire runs."""
     module = _c_module()
     return module if isinstance(module, str) else None
+
+
+def c_expected() -> bool:
+    """Whether the C wire should run on this OS (it has epoll): where it should but does not, the
+    server warns."""
+    return hasattr(select, "epoll")
