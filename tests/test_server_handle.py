@@ -73,3 +73,62 @@ def test_python_thread_broadcasts_and_lists_rooms(serve: Callable[..., RunningSe
         assert json.loads(first.recv(10)) == {"members": 0}
         other.send("loop")
         assert json.loads(other.recv(10))["members"] == 2  # its first message: no tick reached another room
+
+
+#: A JavaScript route whose module starts an interval at load; its members and those of a Python
+#: route in the same room hear it. A handler uses `server` too, with a binary message.
+JS_TICKER = """
+    let n = 0;
+    server.room("ticks").broadcast("at load: nobody hears this");
+    setInterval(() => {
+      n += 1;
+      const ticks = server.room("ticks");
+      ticks.broadcast(`js-tick ${n} of ${ticks.getName()} to ${ticks.members()}`);
+    }, 50);
+
+    export function onOpen(session) {
+      session.room("ticks").join();
+    }
+
+    export function onMessage(session, message) {
+      server.room("ticks").broadcast(new Uint8Array([7, 8]));
+      server.room("nobody").broadcast("lost");
+      session.send(JSON.stringify({
+        members: server.room("ticks").members(), nobody: server.room("nobody").members(),
+        listing: typeof server.rooms, name: server.room(42).getName(), tag: String(server),
+      }));
+    }
+"""
+
+PY_MEMBER = """
+    def on_open(session):
+        session.room("ticks").join()
+"""
+
+
+def test_javascript_interval_broadcasts_to_javascript_and_python_members(
+        serve: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = serve(write_scripts(tmp_path / "app", {"ticker.js": JS_TICKER, "member.py": PY_MEMBER}))
+    js = client(server, "/ws/ticker")
+    py = client(server, "/ws/member")
+    with js, py:
+        # Ticks keep coming; once both joined, each tick reaches both routes and counts both.
+        for ws in (js, py):
+            tick = ws.recv(10)
+            while tick.endswith(" to 1"):
+                tick = ws.recv(10)
+            assert tick.startswith("js-tick ") and tick.endswith(" of ticks to 2"), tick
+        js.send("go")
+        message = js.recv(10)
+        while isinstance(message, str) and message.startswith("js-tick "):
+            message = js.recv(10)
+        assert message == b"\x07\x08"
+        reply = js.recv(10)
+        while reply.startswith("js-tick "):
+            reply = js.recv(10)
+        assert json.loads(reply) == {"members": 2, "nobody": 0, "listing": "undefined", "name": "42",
+                                     "tag": "[object Server]"}
+        message = py.recv(10)
+        while isinstance(message, str) and message.startswith("js-tick "):
+            message = py.recv(10)
+        assert message == b"\x07\x08"

@@ -9,7 +9,7 @@
 // Or, in plain JavaScript, with JSDoc: `/** @param {WebSocketSession} session */`. The file ships in
 // the Python package (`python -c "import dieselengine, pathlib; print(pathlib.Path(dieselengine.__file__).parent)"`).
 //
-// Scripts run in a sandbox: the JavaScript language, `console`, timers and `queueMicrotask`; no
+// Scripts run in a sandbox: the JavaScript language, `console`, `server`, timers and `queueMicrotask`; no
 // file system, network, process or environment. Only relative imports of `.js` helper modules
 // inside the served folder (`import { fmt } from "./_util.js"`) are allowed.
 
@@ -32,6 +32,22 @@ interface WebSocketRoom {
   members(): number;
   /** The room's name. */
   getName(): string;
+}
+
+/** A room reached without a session, from `server.room(name)`. */
+interface ServerRoom {
+  /** Send to every member of the room (on every node with `--cluster`); a no-op for a room with no member. */
+  broadcast(message: WebSocketPayload): void;
+  /** Sessions in the room now, as `WebSocketRoom.members()` counts them. */
+  members(): number;
+  /** The room's name. */
+  getName(): string;
+}
+
+/** The global `server`: rooms by name from anywhere in a script (module top level, timers, handlers). */
+interface Server {
+  /** A handle on a room; creates nothing, joins nothing. */
+  room(roomName: string): ServerRoom;
 }
 
 /** One client connection, passed to onOpen, onMessage and onClose. */
@@ -71,6 +87,8 @@ type OnClose = (session: WebSocketSession) => void | Promise<void>;
 
 type _WebSocketSession = WebSocketSession;
 type _WebSocketRoom = WebSocketRoom;
+type _ServerRoom = ServerRoom;
+type _Server = Server;
 type _WebSocketPayload = WebSocketPayload;
 type _OnOpen = OnOpen;
 type _OnMessage = OnMessage;
@@ -80,6 +98,8 @@ type _OnClose = OnClose;
 declare module "dieselengine" {
   export type WebSocketSession = _WebSocketSession;
   export type WebSocketRoom = _WebSocketRoom;
+  export type ServerRoom = _ServerRoom;
+  export type Server = _Server;
   export type WebSocketPayload = _WebSocketPayload;
   export type OnOpen = _OnOpen;
   export type OnMessage = _OnMessage;
@@ -98,6 +118,8 @@ interface Console {
   error(...data: any[]): void;
 }
 declare var console: Console;
+/** Rooms by name without a session: `server.room("clock").broadcast(new Date().toISOString())`. */
+declare var server: Server;
 /** Runs on the server's event loop, under the same CPU-time limit as a handler call. */
 declare function setTimeout<A extends any[]>(callback: (...args: A) => void, ms?: number, ...args: A): number;
 declare function setInterval<A extends any[]>(callback: (...args: A) => void, ms?: number, ...args: A): number;

@@ -530,8 +530,27 @@ function queueMicrotask(fn) {
   });
 }
 
+// ---- server: rooms reached without a session (module code, timers, handlers) -----------------
+// A broadcast goes out as a session's would, with no session (handle -1) and nobody skipped. No
+// listing of rooms: a sandboxed script reaches only the rooms it names.
+
+class ServerRoom {
+  #n;
+  constructor(n) { this.#n = n; }
+  broadcast(message) { toRoom(-1, this.#n, message, 0, "broadcast(message)"); }
+  members() { return counts.get(this.#n) ?? 0; }
+  getName() { return this.#n; }
+  get [Symbol.toStringTag]() { return "ServerRoom"; }
+}
+
+const server = Object.freeze({
+  room(name) { return new ServerRoom(typeof name === "string" ? name : String(name)); },
+  [Symbol.toStringTag]: "Server",
+});
+
 const globals = {
   console,
+  server,
   setTimeout: (fn, ms, ...args) => addTimer(fn, ms, args, false),
   setInterval: (fn, ms, ...args) => addTimer(fn, ms, args, true),
   clearTimeout: clearTimer,
