@@ -35,6 +35,11 @@ class HubCollector(Collector):
         yield GaugeMetricFamily("diesel_rooms", "Rooms with members on this node.", value=len(hub.rooms))
         for name, help_text in _COUNTERS:
             yield CounterMetricFamily(f"diesel_{name}", help_text, value=getattr(hub.stats, name))
+        fetches = CounterMetricFamily("diesel_fetches", "JavaScript fetch() requests by origin and outcome.",
+                                      labels=("origin", "outcome"))
+        for (origin, outcome), value in sorted(hub.stats.fetches.items()):
+            fetches.add_metric((origin, outcome), value)
+        yield fetches
         if hub.bus is not None:
             yield GaugeMetricFamily("diesel_cluster_healthy", "1 while the cluster bus is connected.",
                                     value=1 if hub.bus.healthy else 0)

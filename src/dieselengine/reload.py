@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from .routing import SCRIPT_SUFFIXES, Router
+from .routing import Router, script_files
 
 
 def _snapshot(root: Path) -> dict[Path, float]:
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.suffix in SCRIPT_SUFFIXES]
+    files = [root] if root.is_file() else script_files(root)
     stamps: dict[Path, float] = {}
     for file in files:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ def discover(root: Path) -> dict[str, tuple[Path, str]]:
     """URL path -> (file, name) for a script file or every script below a folder.
 
     `games/chess.js` becomes `/ws/games/chess`; any path part starting with `_` is a helper;
-    so is anything under a dot-folder or `__pycache__`.
+    so is anything under a dot-folder or `__pycache__`; `node_modules` holds packages, never routes.
     """
     if root.is_file():
         if root.suffix not in SCRIPT_SUFFIXES:
@@ -41,10 +42,8 @@ def discover(root: Path) -> dict[str, tuple[Path, str]]:
     if not root.is_dir():
         raise ScriptError(f"{root}: no such file or folder")
     found: dict[str, tuple[Path, str]] = {}
-    for file in sorted(root.rglob("*")):
+    for file in script_files(root):
         relative = file.relative_to(root)
-        if file.suffix not in SCRIPT_SUFFIXES or not file.is_file():
-            continue
         if any(part.startswith(("_", ".")) for part in relative.parts):
             continue
         route = "/ws/" + relative.with_suffix("").as_posix()
@@ -52,6 +51,16 @@ def discover(root: Path) -> dict[str, tuple[Path, str]]:
             raise ScriptError(f"{file}: route {route} is already served by {found[route][0]}")
         found[route] = (file, relative.as_posix())
     return found
+
+
+def script_files(root: Path) -> list[Path]:
+    """The .js and .py files below a folder, sorted, without walking into dot-folders or
+    `node_modules` (which can hold tens of thousands of files)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "node_modules"]
+        found += [Path(folder, f) for f in files if f.endswith(SCRIPT_SUFFIXES)]
+    return sorted(f for f in found if f.is_file())
 
 
 class Router:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .options import option, size
+from .options import option, origin as parse_origin, size
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,15 @@ class Settings:
     shutdown_timeout: float = option(
         10.0, "on SIGTERM/SIGINT, how long to wait for clients to answer the 1001 close",
         group="limits", metavar="SECONDS")
+
+    # fetch
+    allow_fetch: frozenset[str] = option(
+        None, "let JavaScript fetch() reach this origin, e.g. https://api.example.com (repeatable)",
+        group="fetch", parse=parse_origin, metavar="ORIGIN", repeat=True)
+    fetch_timeout: float = option(10.0, "a JavaScript fetch() rejects when its response has not come by then",
+                                  group="fetch", metavar="SECONDS")
+    fetch_max_size: int = option(8 << 20, "a JavaScript fetch() rejects a larger response body",
+                                 group="fetch", parse=size, metavar="BYTES")
 
     # scale-out
     cluster: str | None = option(

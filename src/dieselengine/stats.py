@@ -23,6 +23,7 @@ class Stats:
         "hook_seconds",
         "slow_consumer_closes",
         "protocol_closes",
+        "fetches",
         "wire",
     )
 
@@ -40,6 +41,8 @@ class Stats:
             setattr(self, name, 0)
         #: Handler time the dispatcher measures: open, close, and messages that waited in an inbox.
         self.hook_seconds = 0.0
+        #: (origin, outcome) -> requests made by scripts' fetch() (outcome: "2xx"... or what failed).
+        self.fetches: dict[tuple[str, str], int] = {}
         self.wire: Wire | None = None
 
     @property

@@ -11,11 +11,16 @@ bounded: only allowed origins, every redirect hop checked against them (at most 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from ..hub import Hub
 
 _MAX_REDIRECTS = 20
 #: Request headers a script may not set (the client owns them).
@@ -52,14 +57,6 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
-def parse_origin(text: str) -> str:
-    """An `--allow-fetch` value: an origin, as `https://api.example.com` or `http://127.0.0.1:9000`."""
-    origin = origin_of(text.strip().rstrip("/"))
-    if origin is None or urlsplit(text.strip().rstrip("/")).path:
-        raise ValueError(f"{text!r} is not an origin (scheme://host[:port], http or https)")
-    return origin
-
-
 @dataclass
 class Response:
     status: int
@@ -73,12 +70,13 @@ class Response:
 class Fetcher:
     """The fetches of one server process: one connection pool, the allow list, the limits."""
 
-    def __init__(self, allowed: Iterable[str], timeout: float, max_size: int) -> None:
+    def __init__(self, allowed: Iterable[str], timeout: float, max_size: int,
+                 counts: dict[tuple[str, str], int]) -> None:
         self.allowed = frozenset(allowed)
         self.timeout = timeout
         self.max_size = max_size
         #: (origin, outcome) -> requests; outcome is the status class ("2xx") or what failed.
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts = counts
         self._session: aiohttp.ClientSession | None = None
 
     def _count(self, origin: str, outcome: str) -> None:
@@ -166,3 +164,23 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+_fetchers: weakref.WeakKeyDictionary[Hub, Fetcher] = weakref.WeakKeyDictionary()
+
+
+def fetcher_for(hub: Hub) -> Fetcher:
+    """The server's fetcher, made on the first fetch (its counts are the hub's, for /metrics)."""
+    fetcher = _fetchers.get(hub)
+    if fetcher is None:
+        settings = hub.settings
+        fetcher = _fetchers[hub] = Fetcher(settings.allow_fetch, settings.fetch_timeout, settings.fetch_max_size,
+                                           hub.stats.fetches)
+    return fetcher
+
+
+async def close(hub: Hub) -> None:
+    """Close the server's connection pool, if it made one."""
+    fetcher = _fetchers.pop(hub, None)
+    if fetcher is not None:
+        await fetcher.close()

@@ -1,52 +1,40 @@
-"""Error positions: every module is evaluated with its lines shifted into a range of its own (the
-engine names every module `<input>`), so a stack frame's line tells its file and line."""
+"""Error positions. Modules are named by their path in the served folder (`chat.js`,
+`node_modules/zod/index.js`), so the engine's stack frames already say file, line and column;
+frames of the server's own JavaScript (the prelude and web APIs, evaluated as `<input>`) and of
+generated modules (names starting with U+0001) are dropped."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+#: A frame position: (name):line:column, the name being anything up to the position.
+_POSITION = re.compile(r"([^\s()]+):(\d+):(\d+)")
+_FRAME = re.compile(r"^\s+at ")
 
 
 class JsError(Exception):
     """An error thrown by a script; the message is already located (file:line:column, stack)."""
 
 
-_LOCATION = re.compile(r"<input>:(\d+)(?::(\d+))?")
-_FRAME = re.compile(r"^\s+at .*$")
+def _ours(name: str) -> bool:
+    return name == "<input>" or name.startswith("\x01")
 
 
-@dataclass
-class LineMap:
-    """Modules laid out in one line space: module i has lines offset+1 .. offset+lines."""
+def locate(text: str) -> str:
+    """The engine's error text without the server's own frames."""
+    out = []
+    for row in text.rstrip("\n").split("\n"):
+        if _FRAME.match(row):
+            match = _POSITION.search(row)
+            if match is None or _ours(match.group(1)) or "\x01" in row:
+                continue
+        out.append(row.replace("\x01", ""))
+    return "\n".join(out)
 
-    ranges: list[tuple[int, int, str]] = field(default_factory=list)
 
-    def where(self, line: int) -> tuple[str, int] | None:
-        """(file, line) of a line of the space; None for the prelude (the server's own code)."""
-        for offset, lines, file in self.ranges:
-            if offset < line <= offset + lines + 1:
-                return file, line - offset
-        return None
-
-    def locate(self, text: str) -> str:
-        """Replace `<input>:line:column` with the script's file name; drop the prelude's frames."""
-        out = []
-        for row in text.rstrip("\n").split("\n"):
-            match = _LOCATION.search(row)
-            if match:
-                where = self.where(int(match.group(1)))
-                if where is None:
-                    if _FRAME.match(row):
-                        continue
-                    where = ("<dieselengine>", int(match.group(1)))
-                column = f":{match.group(2)}" if match.group(2) else ""
-                row = row[:match.start()] + f"{where[0]}:{where[1]}{column}" + row[match.end():]
-            out.append(row)
-        return "\n".join(out)
-
-    def first_location(self, text: str) -> str | None:
-        for match in _LOCATION.finditer(text):
-            where = self.where(int(match.group(1)))
-            if where is not None:
-                return f"{where[0]}:{where[1]}:{match.group(2) or 1}"
-        return None
+def first_location(text: str) -> tuple[str, int, int] | None:
+    """(module name, line, column) of the first position in a script's file."""
+    for match in _POSITION.finditer(text):
+        if not _ours(match.group(1)):
+            return match.group(1), int(match.group(2)), int(match.group(3))
+    return None

@@ -1,504 +1,397 @@
-"""Module loading: quickjs-ng's Python binding has no module loader, so imports and exports are
-rewritten before evaluation.
+"""ES modules through quickjs-ng's own module loader: real linking, so imported bindings are live,
+cycles work, `export *` and namespaces are the engine's, and every frame names its file.
 
-`import {a} from "./_util.js"` becomes a lookup of the already evaluated helper's namespace,
-`export` declarations register getters. Only relative imports of `.js` files inside the served
-folder are allowed.
+The binding has no module loader, so one is installed with the engine's C API
+(`JS_SetModuleLoaderFunc`, reached with ctypes as for the interrupt handler): the engine asks for
+each import (`_normalize`: which module a specifier names) and for each module's code (`_load`:
+compiled here with `JS_Eval(..., COMPILE_ONLY)`). A module's name is its path in the served folder,
+so stack frames read `chat.js:3:5`. Where a package is CommonJS, the engine gets generated ES
+modules instead (see `commonjs.js`): the file's code in a factory under its own name, and a facade
+(`\\x01cjs:` + name) exporting `module.exports` as `default` and the names a cjs-module-lexer-style
+scan finds as named exports. JSON files are CommonJS modules exporting their value.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..runtime import ScriptError
+from . import cpu_limit
+from .lexer import Tok, tokenize
+from .resolve import Kind, ResolveError, Resolver
 
-_IDENT = re.compile(r"[\w$\u0080-\uffff]+")
-_REGEX_AFTER_WORDS = frozenset(
-    "return typeof instanceof in of new delete void throw case do else yield await".split())
-_STATEMENT_WORDS = frozenset(
-    "export import function class const let var if for while do return async switch try throw".split())
+#: Internal specifiers start with U+0001 (a C string cannot hold NUL): the facade of a CommonJS
+#: file, a module named by its resolved name (MAIN, DEP), which the normalizer passes through.
+FACADE = "\x01cjs:"
+MAIN = "\x01main:"
+DEP = "\x01dep:"
 
-
-@dataclass
-class _Tok:
-    kind: str  # "id", "str", "tpl", "re", "p" (punctuator)
-    value: str
-    start: int
-    end: int
-    depth: int
-    newline: bool  # a line break comes before it
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][\w$]*$")
+_EVAL_MODULE_COMPILE_ONLY = 1 | (1 << 5)
+_TAG_EXCEPTION = 6
+_PROP_C_W_E = 7
 
 
-def _tokenize(src: str) -> list[_Tok]:
-    """Tokens of a JavaScript source, good enough to find its top-level import/export statements:
-    strings, template literals (with nested `${}`), comments and regular expressions are skipped
-    whole, brackets give each token its nesting depth."""
-    toks: list[_Tok] = []
-    stack: list[str] = []
-    i, n = 0, len(src)
-    newline = False
+class _JSValue(ctypes.Structure):
+    _fields_ = [("ptr", ctypes.c_void_p), ("tag", ctypes.c_int64)]
 
-    def regex_allowed() -> bool:
-        if not toks:
-            return True
-        prev = toks[-1]
-        if prev.kind == "id":
-            return prev.value in _REGEX_AFTER_WORDS
-        if prev.kind in ("str", "tpl", "re"):
-            return False
-        return prev.value not in (")", "]")
 
-    def template(j: int) -> int:
-        """Scan a template from j (just after ` or the } closing a substitution)."""
-        while j < n:
-            c = src[j]
-            if c == "\\":
-                j += 2
-            elif c == "`":
-                return j + 1
-            elif c == "$" and src.startswith("${", j):
-                stack.append("${")
-                return j + 2
-            else:
-                j += 1
-        return n
+_NORMALIZE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+_LOAD = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
 
-    while i < n:
-        c = src[i]
-        if c in " \t\v\f\r\u00a0\ufeff":
-            i += 1
-            continue
-        if c in "\n\u2028\u2029":
-            newline = True
-            i += 1
-            continue
-        start = i
-        depth = len(stack)
-        if c == "/" and src.startswith("//", i):
-            j = src.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c == "/" and src.startswith("/*", i):
-            j = src.find("*/", i + 2)
-            if j < 0:
-                i = n
-            else:
-                newline = newline or "\n" in src[i:j]
-                i = j + 2
-            continue
-        if c == "/" and regex_allowed():
-            j = i + 1
-            in_class = False
-            while j < n and src[j] != "\n":
-                d = src[j]
-                if d == "\\":
-                    j += 2
-                    continue
-                if d == "[":
-                    in_class = True
-                elif d == "]":
-                    in_class = False
-                elif d == "/" and not in_class:
-                    break
-                j += 1
-            j += 1
-            match = _IDENT.match(src, j)
-            i = match.end() if match else j
-            toks.append(_Tok("re", src[start:i], start, i, depth, newline))
-        elif c in "\"'":
-            j = i + 1
-            while j < n and src[j] != c and src[j] != "\n":
-                j += 2 if src[j] == "\\" else 1
-            i = j + 1
-            toks.append(_Tok("str", src[start:i], start, i, depth, newline))
-        elif c == "`":
-            i = template(i + 1)
-            toks.append(_Tok("tpl", src[start:i], start, i, depth, newline))
-        elif c == "}" and stack and stack[-1] == "${":
-            stack.pop()
-            i = template(i + 1)
-            toks.append(_Tok("tpl", src[start:i], start, i, len(stack), newline))
-        elif c in "{([":
-            toks.append(_Tok("p", c, start, i + 1, depth, newline))
-            stack.append(c)
-            i += 1
-        elif c in "})]":
-            if stack:
-                stack.pop()
-            toks.append(_Tok("p", c, start, i + 1, len(stack), newline))
-            i += 1
-        else:
-            match = _IDENT.match(src, i)
-            if match:
-                i = match.end()
-                toks.append(_Tok("id", match.group(), start, i, depth, newline))
-            else:
-                i += 1
-                toks.append(_Tok("p", c, start, i, depth, newline))
-        newline = False
-    return toks
+
+def _bind(engine: Any) -> None:
+    engine.JS_SetModuleLoaderFunc.argtypes = [ctypes.c_void_p, _NORMALIZE, _LOAD, ctypes.c_void_p]
+    engine.JS_SetModuleLoaderFunc.restype = None
+    engine.JS_Eval.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
+    engine.JS_Eval.restype = _JSValue
+    engine.js_strdup.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    engine.js_strdup.restype = ctypes.c_void_p
+    engine.JS_FreeValue.argtypes = [ctypes.c_void_p, _JSValue]
+    engine.JS_FreeValue.restype = None
+    engine.JS_GetImportMeta.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    engine.JS_GetImportMeta.restype = _JSValue
+    engine.JS_NewStringLen.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    engine.JS_NewStringLen.restype = _JSValue
+    engine.JS_DefinePropertyValueStr.argtypes = [ctypes.c_void_p, _JSValue, ctypes.c_char_p, _JSValue, ctypes.c_int]
+    engine.JS_DefinePropertyValueStr.restype = ctypes.c_int
+    engine.JS_ThrowTypeError.restype = _JSValue
 
 
 @dataclass
-class Module:
-    id: str  # path relative to the served folder, posix
+class _File:
     path: Path
+    name: str  # path relative to the served folder, posix
     source: str
-    code: str = ""
-    #: The names it exports (its own and re-exported ones).
-    exports: tuple[str, ...] = ()
+    kind: Kind
+    toks: list[Tok] = field(default_factory=list)
 
 
-def _js_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+class ModuleLoader:
+    """The modules of one script: resolves and reads files, and hands their code to the engine."""
 
+    def __init__(self, runtime: int, root: Path) -> None:
+        self.root = root.resolve()
+        self.resolver = Resolver(self.root)
+        self.files: dict[str, _File] = {}
+        #: The first error met while loading, already located; the engine's own message is vaguer.
+        self.error: str | None = None
+        self._key = next(_keys)
+        _loaders[self._key] = weakref.ref(self)
+        _engine.JS_SetModuleLoaderFunc(runtime, _on_normalize, _on_load, self._key)
 
-class _Rewriter:
-    """Rewrites one module's top-level import and export statements (see the module docstring).
+    def close(self) -> None:
+        _loaders.pop(self._key, None)
 
-    Line breaks are kept, so every line keeps its number; `export` keywords become spaces, so
-    columns stay right everywhere but on import lines."""
+    def entry_source(self, main: Path) -> str:
+        """The entry module the runtime evaluates: it imports the script's namespace."""
+        file = self.file(main.resolve())
+        name = MAIN + file.name if file.kind == "esm" else FACADE + file.name
+        return f"import * as main from {json.dumps(name)};\n__diesel_main__(main);\n"
 
-    def __init__(self, module: Module, resolve: Callable[[str, _Tok], str]) -> None:
-        self.m = module
-        self.src = module.source
-        self.toks = _tokenize(self.src)
-        self.resolve = resolve
-        self.edits: list[tuple[int, int, str]] = []
-        #: exported name -> JS expression (inside the getter)
-        self.exports: dict[str, str] = {}
-        self.reexport_deps: list[str] = []
-        self.stars: list[str] = []
+    def sources(self, own: bool = False) -> list[str]:
+        """The sources of every file loaded, or only those of the served folder itself (own)."""
+        return [f.source for f in self.files.values()
+                if not own or "node_modules" not in Path(f.name).parts]
 
-    def error(self, tok: _Tok, message: str) -> ScriptError:
-        line = self.src.count("\n", 0, tok.start) + 1
-        column = tok.start - (self.src.rfind("\n", 0, tok.start) + 1) + 1
-        return ScriptError(f"{self.m.path}:{line}:{column}: {message}")
+    # -- files -----------------------------------------------------------------------------------
 
-    def tok(self, i: int) -> _Tok:
-        if i >= len(self.toks):
-            last = self.toks[-1] if self.toks else _Tok("p", "", 0, 0, 0, False)
-            raise self.error(last, "SyntaxError: unexpected end of input")
-        return self.toks[i]
-
-    def expect(self, i: int, value: str) -> int:
-        tok = self.tok(i)
-        if tok.value != value:
-            raise self.error(tok, f"SyntaxError: expected {value!r}, got {tok.value!r}")
-        return i + 1
-
-    def replace(self, start: int, end: int, text: str) -> None:
-        self.edits.append((start, end, text + "\n" * self.src.count("\n", start, end)))
-
-    def statement_end(self, i: int) -> int:
-        """Index after an optional `;`."""
-        if i < len(self.toks) and self.toks[i].value == ";":
-            return i + 1
-        return i
-
-    def specifier(self, i: int) -> tuple[str, str]:
-        """(resolved module id, specifier as written) of the string token at i."""
-        tok = self.tok(i)
-        if tok.kind != "str":
-            raise self.error(tok, "SyntaxError: expected a module specifier string")
-        spec = tok.value[1:-1]
-        after = self.toks[i + 1] if i + 1 < len(self.toks) else None
-        if after is not None and after.value in ("with", "assert") and not after.newline:
-            raise self.error(after, "SyntaxError: import attributes are not supported")
-        return self.resolve(spec, tok), spec
-
-    def run(self) -> str:
-        toks = self.toks
-        i = 0
-        while i < len(toks):
-            tok = toks[i]
-            if tok.depth == 0 and tok.kind == "id" and tok.value in ("import", "export") and not (
-                    i > 0 and toks[i - 1].value in (".", "?.")):
-                nxt = toks[i + 1] if i + 1 < len(toks) else None
-                if tok.value == "import" and nxt is not None and nxt.value in ("(", "."):
-                    i += 1  # import() / import.meta: fail at run time in the engine
-                    continue
-                i = self.import_(i) if tok.value == "import" else self.export(i)
-                continue
-            i += 1
-        code = self.src
-        for start, end, text in sorted(self.edits, reverse=True):
-            code = code[:start] + text + code[end:]
-        getters = ", ".join(f"get {_js_string(name)}() {{ return {expr}; }}" for name, expr in self.exports.items())
-        trailer = (f"\n;__diesel_export__({_js_string(self.m.id)}, (__diesel_deps__) => ({{{getters}}}), "
-                   f"{json.dumps(self.reexport_deps)}, {json.dumps(self.stars)});\n")
-        return code + trailer
-
-    # -- import ----------------------------------------------------------------------------------
-
-    def import_(self, i: int) -> int:
-        """`import ... from "spec"` -> `const {...} = __diesel_import__(id, spec, [names])`."""
-        start = self.toks[i].start
-        j = i + 1
-        if self.tok(j).kind == "str":  # import "./x.js";
-            dep, spec = self.specifier(j)
-            end = self.statement_end(j + 1)
-            self.replace(start, self.toks[end - 1].end,
-                         f"__diesel_import__({_js_string(dep)}, {_js_string(spec)}, []);")
-            return end
-        default = namespace = None
-        named: list[tuple[str, str]] = []  # (imported, local)
-        tok = self.tok(j)
-        if tok.kind == "id" and self.tok(j + 1).value in (",", "from"):
-            default = tok.value
-            j += 2 if self.tok(j + 1).value == "," else 1
-        tok = self.tok(j)
-        if tok.value == "*":
-            j = self.expect(j + 1, "as")
-            namespace = self.tok(j).value
-            j += 1
-        elif tok.value == "{":
-            pairs, j = self.braces(j + 1)
-            named = [(imported.value[1:-1] if imported.kind == "str" else imported.value, local)
-                     for imported, local in pairs]
-        j = self.expect(j, "from")
-        dep, spec = self.specifier(j)
-        end = self.statement_end(j + 1)
-        needed = [name for name, _ in named] + (["default"] if default else [])
-        call = f"__diesel_import__({_js_string(dep)}, {_js_string(spec)}, {json.dumps(needed)})"
-        parts = [f"{_js_string(name)}: {local}" for name, local in named]
-        if default:
-            parts.insert(0, f"default: {default}")
-        if namespace and parts:
-            code = f"const {namespace} = {call}, {{{', '.join(parts)}}} = {namespace};"
-        elif namespace:
-            code = f"const {namespace} = {call};"
-        else:
-            code = f"const {{{', '.join(parts)}}} = {call};"
-        self.replace(start, self.toks[end - 1].end, code)
-        return end
-
-    def braces(self, j: int) -> tuple[list[tuple[_Tok, str]], int]:
-        """The `a, b as c, ...}` of an import or export list, from the token after `{`: (first
-        token, the name after `as` or else the first's) pairs, and the index after `}`."""
-        pairs: list[tuple[_Tok, str]] = []
-        while self.tok(j).value != "}":
-            first = self.tok(j)
-            j += 1
-            second = first.value
-            if self.tok(j).value == "as":
-                second = self.tok(j + 1).value
-                j += 2
-            pairs.append((first, second))
-            if self.tok(j).value == ",":
-                j += 1
-        return pairs, j + 1
-
-    # -- export ----------------------------------------------------------------------------------
-
-    def blank(self, tok: _Tok) -> None:
-        self.edits.append((tok.start, tok.end, " " * (tok.end - tok.start)))
-
-    def export(self, i: int) -> int:
-        export = self.toks[i]
-        j = i + 1
-        tok = self.tok(j)
-        if tok.value == "default":
-            return self.export_default(i)
-        if tok.value in ("function", "class") or (tok.value == "async" and self.tok(j + 1).value == "function"):
-            self.blank(export)
-            k = j + (2 if tok.value == "async" else 1)
-            if self.tok(k).value == "*":
-                k += 1
-            name = self.tok(k)
-            if name.kind != "id":
-                raise self.error(name, "SyntaxError: an exported declaration needs a name")
-            self.exports[name.value] = name.value
-            return k + 1
-        if tok.value in ("const", "let", "var"):
-            self.blank(export)
-            return self.declarators(j + 1)
-        if tok.value == "{":
-            listed, k = self.braces(j + 1)
-            pairs = [(local.value, exported[1:-1] if exported[0] in "\"'" else exported) for local, exported in listed]
-            if k < len(self.toks) and self.toks[k].value == "from":
-                dep, _ = self.specifier(k + 1)
-                index = len(self.reexport_deps)
-                self.reexport_deps.append(dep)
-                for local, exported in pairs:
-                    name = local[1:-1] if local[0] in "\"'" else local
-                    self.exports[exported] = f"__diesel_deps__[{index}][{_js_string(name)}]"
-                k += 2
-            else:
-                for local, exported in pairs:
-                    self.exports[exported] = local
-            end = self.statement_end(k)
-            self.replace(export.start, self.toks[end - 1].end, "")
-            return end
-        if tok.value == "*":
-            k = j + 1
-            alias = None
-            if self.tok(k).value == "as":
-                alias = self.tok(k + 1).value
-                k += 2
-            k = self.expect(k, "from")
-            dep, _ = self.specifier(k)
-            if alias is None:
-                self.stars.append(dep)
-            else:
-                index = len(self.reexport_deps)
-                self.reexport_deps.append(dep)
-                self.exports[alias.strip("\"'")] = f"__diesel_deps__[{index}]"
-            end = self.statement_end(k + 1)
-            self.replace(export.start, self.toks[end - 1].end, "")
-            return end
-        raise self.error(tok, f"SyntaxError: unexpected token after export: {tok.value!r}")
-
-    def export_default(self, i: int) -> int:
-        export, default = self.toks[i], self.toks[i + 1]
-        j = i + 2
-        tok = self.tok(j)
-        k = j + (1 if tok.value == "async" and self.tok(j + 1).value == "function" else 0)
-        if self.tok(k).value in ("function", "class"):
-            name_at = k + 1
-            if self.tok(name_at).value == "*":
-                name_at += 1
-            name = self.tok(name_at)
-            if name.kind == "id" and name.value not in ("extends",):
-                self.edits.append((export.start, default.end, " " * (default.end - export.start)))
-                self.exports["default"] = name.value
-                return name_at + 1
-            # An anonymous declaration: an expression; end it where its body's brace closes.
-            b = name_at
-            while self.tok(b).value != "{" or self.tok(b).depth != 0:
-                b += 1
-            close = b + 1
-            while not (self.tok(close).value == "}" and self.tok(close).depth == 0):
-                close += 1
-            self.edits.append((export.start, default.end, "const $dflt$ ="))
-            self.edits.append((self.toks[close].end, self.toks[close].end, ";"))
-            self.exports["default"] = "$dflt$"
-            return close + 1
-        self.edits.append((export.start, default.end, "const $dflt$ ="))
-        self.exports["default"] = "$dflt$"
-        return j
-
-    def declarators(self, j: int) -> int:
-        """Names bound by `const|let|var a = 1, {b, c: d} = e, [f] = g`; returns the index after."""
-        toks = self.toks
-        while True:
-            j = self.binding(j)
-            # Skip the initializer up to a `,` or the end of the statement at depth 0.
-            while j < len(toks):
-                tok = toks[j]
-                if tok.depth == 0 and tok.value == ";":
-                    return j + 1
-                if tok.depth == 0 and tok.value == ",":
-                    j += 1
-                    break
-                prev = toks[j - 1]
-                if tok.depth == 0 and tok.newline and tok.kind in ("id", "str", "tpl") and (
-                        prev.kind in ("id", "str", "tpl", "re") or prev.value in (")", "]", "}")) and (
-                        prev.kind != "id" or prev.value not in _REGEX_AFTER_WORDS):
-                    return j
-                j += 1
-            else:
-                return j
-
-    def binding(self, j: int) -> int:
-        tok = self.tok(j)
-        if tok.kind == "id":
-            self.exports[tok.value] = tok.value
-            return j + 1
-        if tok.value in ("{", "["):
-            return self.pattern(j)
-        raise self.error(tok, f"SyntaxError: unexpected token in an export: {tok.value!r}")
-
-    def pattern(self, j: int) -> int:
-        """A destructuring pattern at j (`{` or `[`); records its names."""
-        open_tok = self.toks[j]
-        depth = open_tok.depth + 1
-        closer = "}" if open_tok.value == "{" else "]"
-        j += 1
-        while True:
-            tok = self.tok(j)
-            if tok.value == closer and tok.depth == depth - 1:
-                return j + 1
-            if tok.value == ",":
-                j += 1
-                continue
-            if tok.value == "." and self.tok(j + 1).value == "." and self.tok(j + 2).value == ".":
-                j += 3
-                continue
-            if open_tok.value == "{":
-                # key [: target] [= default]
-                after = self.tok(j + 1)
-                if after.value == ":":
-                    j = self.binding(j + 2)
-                elif tok.value == "[":  # computed key
-                    while not (self.tok(j).value == "]" and self.tok(j).depth == depth):
-                        j += 1
-                    j = self.binding(self.expect(j + 1, ":"))
-                else:
-                    self.exports[tok.value] = tok.value
-                    j += 1
-            else:
-                j = self.binding(j)
-            if self.tok(j).value == "=":
-                j += 1
-                while not (self.tok(j).depth == depth and self.tok(j).value in (",", closer)) \
-                        and not (self.tok(j).depth == depth - 1 and self.tok(j).value == closer):
-                    j += 1
-
-
-def load_modules(path: Path, name: str) -> list[Module]:
-    """Read and rewrite the script and the helpers it imports; dependencies come first."""
-    root = path.resolve().parents[len(Path(name).parts) - 1]
-    order: list[Module] = []
-    seen: dict[str, Module | None] = {}  # None while being loaded (cycle detection)
-
-    def module_id(file: Path) -> str:
-        return file.relative_to(root).as_posix()
-
-    def load(file: Path) -> Module:
-        mid = module_id(file)
+    def file(self, path: Path) -> _File:
+        name = path.relative_to(self.root).as_posix()
+        known = self.files.get(name)
+        if known is not None:
+            return known
         try:
-            source = file.read_text(encoding="utf-8")
+            source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ScriptError(f"{file}: cannot be read: {exc}") from None
-        module = Module(mid, file, source.replace("\r\n", "\n"))
-        seen[mid] = None
+            raise ResolveError(f"cannot be read: {exc}") from None
+        source = source.replace("\r\n", "\n")
+        if source.startswith("#!"):
+            source = "//" + source[2:]
+        toks = tokenize(source) if path.suffix != ".json" else []
+        kind = self.resolver.kind(path, _module_syntax(toks))
+        file = self.files[name] = _File(path, name, source, kind, toks)
+        return file
 
-        def resolve(spec: str, tok: _Tok) -> str:
-            if not spec.startswith(("./", "../")):
-                raise rewriter.error(tok, f"import {_js_string(spec)} is not allowed: a script may only import "
-                                          "helper modules by a relative path (\"./_util.js\"); the sandbox has no "
-                                          "file system, network or environment modules")
-            target = (file.parent / spec).resolve()
-            if target.suffix != ".js" and not target.is_file():
-                target = target.with_name(target.name + ".js")
+    def _locate(self, importer: str, spec: str) -> str:
+        """`path:line:column` of the specifier string in the importing file (its first mention)."""
+        file = self.files.get(importer)
+        path = self.root / importer if importer else self.root
+        if file is not None:
+            for tok in file.toks:
+                if tok.kind == "str" and tok.value[1:-1] == spec:
+                    line = file.source.count("\n", 0, tok.start) + 1
+                    column = tok.start - (file.source.rfind("\n", 0, tok.start) + 1) + 1
+                    return f"{path}:{line}:{column}"
+        return str(path)
+
+    def missing_export(self, text: str) -> str | None:
+        """The engine's "Could not find export 'x' in module 'm'" located at the import naming x."""
+        match = re.search(r"Could not find export '(.+?)' in module '(.+?)'", text)
+        if match is None:
+            return None
+        name, module = match.groups()
+        for file in list(self.files.values()):
+            toks = file.toks
+            for i, tok in enumerate(toks):
+                if tok.value != "import" or tok.depth != 0:
+                    continue
+                j = i + 1
+                while j < len(toks) and toks[j].value != "from" and toks[j].value != ";":
+                    j += 1
+                if j + 1 >= len(toks) or toks[j].value != "from" or toks[j + 1].kind != "str":
+                    continue
+                spec = toks[j + 1].value[1:-1]
+                try:
+                    if self.normalize(file.name, spec).removeprefix(FACADE) != module.removeprefix(FACADE):
+                        continue
+                except ScriptError:
+                    continue
+                for k in range(i + 1, j):
+                    if toks[k].value == name:
+                        line = file.source.count("\n", 0, toks[k].start) + 1
+                        column = toks[k].start - (file.source.rfind("\n", 0, toks[k].start) + 1) + 1
+                        return (f"{self.root / file.name}:{line}:{column}: SyntaxError: the module {json.dumps(spec)} "
+                                f"does not provide an export named {json.dumps(name)}")
+        return None
+
+    # -- the engine's two questions --------------------------------------------------------------
+
+    def normalize(self, base: str, spec: str) -> str:
+        """The module name `spec` means when `base` imports it."""
+        if spec.startswith((MAIN, DEP)):
+            return spec[len(MAIN if spec.startswith(MAIN) else DEP):]
+        if spec.startswith(FACADE):
+            return spec
+        importer = base[len(FACADE):] if base.startswith(FACADE) else base
+        try:
+            target = self.resolver.resolve(spec, self.root / importer)
+            file = self.file(target)
+        except ResolveError as exc:
+            why = str(exc) if str(exc).startswith("is ") else f": {exc}"
+            message = f"{self._locate(importer, spec)}: import {json.dumps(spec)}{' ' if why[0] == 'i' else ''}{why}"
+            self.error = self.error or message
+            raise ScriptError(message) from None
+        return file.name if file.kind == "esm" else FACADE + file.name
+
+    def code(self, name: str) -> str:
+        """The source the engine compiles for a module name."""
+        if name.startswith(FACADE):
+            return self._facade(self.files[name[len(FACADE):]])
+        file = self.files[name]
+        if file.kind == "esm":
+            return file.source
+        return self._commonjs(file)
+
+    def _commonjs(self, file: _File) -> str:
+        """A CommonJS file as an ES module that defines its factory; everything it requires with a
+        string literal is resolved now and imported first, all on the first line so the file's
+        lines keep their numbers."""
+        deps: dict[str, Any] = {}
+        head = []
+        if file.kind == "json":
+            body = f"module.exports = {file.source}"
+        else:
+            body = file.source
+            for spec in _requires(file.toks):
+                if spec in deps:
+                    continue
+                try:
+                    target = self.file(self.resolver.resolve(spec, file.path, require=True))
+                except ResolveError as exc:
+                    deps[spec] = [str(exc)]
+                    continue
+                deps[spec] = target.name
+                if target.kind == "esm":
+                    alias = f"__diesel_ns{len(head)}"
+                    head.append(f"import * as {alias} from {json.dumps(DEP + target.name)}; "
+                                f"__diesel_cjs__.esm({json.dumps(target.name)}, {alias});")
+                else:
+                    head.append(f"import {json.dumps(DEP + target.name)};")
+        return ("".join(head) + f"__diesel_cjs__.define({json.dumps(file.name)}, {json.dumps(deps)}, "
+                "function (exports, require, module, __filename, __dirname, process, global) {"
+                + body + "\n});\n")
+
+    def _facade(self, file: _File) -> str:
+        names = sorted(self._exported_names(file, set()) - {"default", "__esModule"})
+        lines = [f"import {json.dumps(DEP + file.name)};",
+                 f"const m = __diesel_cjs__.require({json.dumps(file.name)});",
+                 "export default __diesel_cjs__.interop(m);"]
+        for i, name in enumerate(names):
+            lines.append(f"const e{i} = m == null ? undefined : m[{json.dumps(name)}]; "
+                         f"export {{ e{i} as {json.dumps(name)} }};")
+        return "\n".join(lines) + "\n"
+
+    def _exported_names(self, file: _File, seen: set[str]) -> set[str]:
+        """The names a CommonJS file exports, found as Node's cjs-module-lexer finds them."""
+        if file.name in seen:
+            return set()
+        seen.add(file.name)
+        if file.kind == "json":
             try:
-                target.relative_to(root)
+                value = json.loads(file.source)
             except ValueError:
-                raise rewriter.error(tok, f"import {_js_string(spec)} is not allowed: it is outside the served "
-                                          f"folder {root}") from None
-            if target.suffix != ".js":
-                raise rewriter.error(tok, f"import {_js_string(spec)}: only .js modules can be imported")
-            if not target.is_file():
-                raise rewriter.error(tok, f"import {_js_string(spec)}: no such module ({target})")
-            dep = module_id(target)
-            if dep in seen:
-                if seen[dep] is None:
-                    raise rewriter.error(tok, f"import {_js_string(spec)}: circular imports are not supported")
-            else:
-                load(target)
-            return dep
+                return set()
+            return {k for k in value if _IDENTIFIER.match(k)} if isinstance(value, dict) else set()
+        names, reexports = _cjs_exports(file.toks)
+        for spec in reexports:
+            try:
+                target = self.file(self.resolver.resolve(spec, file.path, require=True))
+            except ResolveError:
+                continue
+            if target.kind != "esm":
+                names |= self._exported_names(target, seen)
+        return names
 
-        rewriter = _Rewriter(module, resolve)
-        module.code = rewriter.run()
-        module.exports = tuple(rewriter.exports)
-        seen[mid] = module
-        order.append(module)
+    def compile(self, ctx: int, name: str) -> int | None:
+        """Compile a module (the engine links and runs it); None with an exception pending."""
+        engine = _engine
+        code = self.code(name).encode("utf-8")
+        value = engine.JS_Eval(ctx, code, len(code), name.encode("utf-8"), _EVAL_MODULE_COMPILE_ONLY)
+        if value.tag == _TAG_EXCEPTION:
+            return None
+        module = value.ptr
+        if not name.startswith("\x01"):
+            meta = engine.JS_GetImportMeta(ctx, module)
+            url = f"file:///{name}".encode("utf-8")
+            engine.JS_DefinePropertyValueStr(ctx, meta, b"url", engine.JS_NewStringLen(ctx, url, len(url)),
+                                             _PROP_C_W_E)
+            engine.JS_FreeValue(ctx, meta)
         return module
 
-    load(path.resolve())
-    return order
+
+def _module_syntax(toks: list[Tok]) -> bool:
+    """Whether a file has top-level import or export statements (not `import(` or `import.meta`)."""
+    for i, tok in enumerate(toks):
+        if tok.depth == 0 and tok.kind == "id" and tok.value in ("import", "export") and not (
+                i > 0 and toks[i - 1].value in (".", "?.")):
+            nxt = toks[i + 1] if i + 1 < len(toks) else None
+            if tok.value == "import" and (nxt is None or nxt.value in ("(", ".")):
+                continue
+            return True
+    return False
+
+
+def _requires(toks: list[Tok]) -> list[str]:
+    """The string-literal specifiers of `require("...")` calls."""
+    found = []
+    for i in range(len(toks) - 3):
+        tok = toks[i]
+        if tok.value == "require" and tok.kind == "id" and toks[i + 1].value == "(" and toks[i + 2].kind == "str" \
+                and toks[i + 3].value == ")" and not (i and toks[i - 1].value in (".", "?.")):
+            found.append(toks[i + 2].value[1:-1])
+    return found
+
+
+def _cjs_exports(toks: list[Tok]) -> tuple[set[str], list[str]]:
+    """Export names and re-exported specifiers of a CommonJS file: `exports.a =`,
+    `module.exports.a =`, `exports["a"] =`, `Object.defineProperty(exports, "a"`,
+    `module.exports = { a, b: 1 }`, `module.exports = require("x")`, `__exportStar(require("x"))`."""
+    names: set[str] = set()
+    reexports: list[str] = []
+    n = len(toks)
+
+    def value(i: int) -> str:
+        return toks[i].value if i < n else ""
+
+    def is_exports(i: int) -> int:
+        """Index after `exports` or `module.exports` at i, else -1."""
+        if value(i) == "exports" and value(i - 1) not in (".", "?."):
+            return i + 1
+        if value(i) == "module" and value(i + 1) == "." and value(i + 2) == "exports" and value(i - 1) not in (".", "?."):
+            return i + 3
+        return -1
+
+    for i in range(n):
+        tok = toks[i]
+        if tok.kind != "id":
+            continue
+        j = is_exports(i)
+        if j >= 0:
+            if value(j) == "." and value(j + 2) == "=" and value(j + 3) != "=" and toks[j + 1].kind == "id":
+                names.add(toks[j + 1].value)
+            elif value(j) == "[" and j + 1 < n and toks[j + 1].kind == "str" and value(j + 2) == "]" and value(j + 3) == "=":
+                names.add(toks[j + 1].value[1:-1])
+            elif value(j) == "=" and value(j + 1) != "=" and tok.value == "module":
+                if value(j + 1) == "require" and value(j + 2) == "(" and j + 3 < n and toks[j + 3].kind == "str":
+                    reexports.append(toks[j + 3].value[1:-1])
+                elif value(j + 1) == "{":
+                    depth = toks[j + 1].depth + 1
+                    k = j + 2
+                    while k < n and not (toks[k].value == "}" and toks[k].depth == depth - 1):
+                        t = toks[k]
+                        if t.depth == depth and value(k - 1) in ("{", ","):
+                            if t.value == "." and value(k + 3) == "require" and k + 5 < n and toks[k + 5].kind == "str":
+                                reexports.append(toks[k + 5].value[1:-1])
+                            elif t.kind == "id" and value(k + 1) in (",", "}", ":", "("):
+                                names.add(t.value)
+                            elif t.kind == "str" and value(k + 1) == ":":
+                                names.add(t.value[1:-1])
+                        k += 1
+        elif tok.value == "defineProperty" and value(i - 1) == "." and value(i - 2) == "Object" and value(i + 1) == "(":
+            k = is_exports(i + 2)
+            if k >= 0 and value(k) == "," and k + 1 < n and toks[k + 1].kind == "str":
+                names.add(toks[k + 1].value[1:-1])
+        elif tok.value in ("__exportStar", "__export") and value(i + 1) == "(" and value(i + 2) == "require" \
+                and value(i + 3) == "(" and i + 4 < n and toks[i + 4].kind == "str":
+            reexports.append(toks[i + 4].value[1:-1])
+    return names, reexports
+
+
+# ---- the callbacks the engine calls ----------------------------------------------------------------
+#
+# One pair for the process (a ctypes callback must outlive every runtime that may call it); the
+# opaque pointer says which script's loader is asking.
+
+_loaders: dict[int, weakref.ref[ModuleLoader]] = {}
+_keys = itertools.count(1)
+_engine: Any = cpu_limit._engine
+if _engine is not None:
+    _bind(_engine)
+
+
+def _loader(opaque: int | None) -> ModuleLoader | None:
+    ref = _loaders.get(opaque or 0)
+    return ref() if ref is not None else None
+
+
+def _throw(ctx: int, message: str) -> None:
+    _engine.JS_ThrowTypeError(ctypes.c_void_p(ctx), ctypes.c_char_p(b"%s"),
+                              ctypes.c_char_p(message.encode("utf-8", "replace")))
+
+
+@_NORMALIZE
+def _on_normalize(ctx: int, base: bytes, spec: bytes, opaque: int) -> int | None:
+    loader = _loader(opaque)
+    if loader is None:
+        _throw(ctx, "modules cannot be loaded after the script was unloaded")
+        return None
+    try:
+        name = loader.normalize(base.decode("utf-8"), spec.decode("utf-8"))
+    except ScriptError as exc:
+        _throw(ctx, str(exc))
+        return None
+    except Exception as exc:  # pragma: no cover - a bug of ours must not crash the engine
+        _throw(ctx, f"internal error while resolving {spec!r}: {exc!r}")
+        return None
+    return _engine.js_strdup(ctx, name.encode("utf-8"))
+
+
+@_LOAD
+def _on_load(ctx: int, name: bytes, opaque: int) -> int | None:
+    loader = _loader(opaque)
+    if loader is None:
+        _throw(ctx, "modules cannot be loaded after the script was unloaded")
+        return None
+    try:
+        return loader.compile(ctx, name.decode("utf-8"))
+    except Exception as exc:  # pragma: no cover - a bug of ours must not crash the engine
+        _throw(ctx, f"internal error while loading {name!r}: {exc!r}")
+        return None

@@ -39,7 +39,6 @@ let nextRoomId = 0;
 // keys at 10k entries, a null-prototype object 0.3 us
 const byHandle = Object.create(null);
 const hooks = { onOpen: undefined, onMessage: undefined, onClose: undefined };
-const modules = new Map();       // module id -> namespace object
 let flags = 0;                   // S_JOBS when promise jobs may have been queued
 let curH = -1;                   // handle of the session whose hook is running
 let curMsg = NONE;               // the text message of the running onMessage (its synchronous part)
@@ -561,45 +560,19 @@ for (const name in globals) {
   Object.defineProperty(globalThis, name, { value: globals[name], writable: true, configurable: true });
 }
 
-// ---- modules: the Python side rewrites import/export into these two calls ---------------------
+// ---- modules: the engine loads them (modules.py); the entry module hands over the main one's
+// namespace through a global that exists only until the hooks are bound.
 
-function exportModule(id, make, deps, stars) {
-  const ns = make(deps.map((d) => modules.get(d)));
-  for (const d of stars) {
-    const other = modules.get(d);
-    for (const key of Object.keys(other)) {
-      if (key !== "default" && !hasOwn(ns, key)) {
-        Object.defineProperty(ns, key, { get: () => other[key], enumerable: true });
-      }
-    }
-  }
-  Object.setPrototypeOf(ns, null);
-  modules.set(id, Object.freeze(ns));
-}
-
-function importModule(id, specifier, names) {
-  const ns = modules.get(id);
-  if (ns === undefined) throw new SyntaxError("module " + specifier + " is not loaded (circular import?)");
-  for (const name of names) {
-    if (!hasOwn(ns, name)) {
-      throw new SyntaxError("the module " + specifier + " does not provide an export named " + stringify(name));
-    }
-  }
-  return ns;
-}
-
-const hidden = { __diesel_export__: exportModule, __diesel_import__: importModule };
-for (const name in hidden) {
-  Object.defineProperty(globalThis, name, { value: hidden[name], configurable: true });
-}
+let mainNs = null;
+Object.defineProperty(globalThis, "__diesel_main__", { value: (ns) => { mainNs = ns; }, configurable: true });
 
 // The main module is loaded: take its hooks. Returns a bit mask of the hooks it defines.
-function bindHooks(id) {
-  for (const name in hidden) delete globalThis[name];
-  const ns = modules.get(id);
+function bindHooks() {
+  delete globalThis.__diesel_main__;
+  const ns = mainNs;
   let mask = 0, bit = 1;
   for (const name of ["onOpen", "onMessage", "onClose"]) {
-    const f = ns === undefined ? undefined : ns[name];
+    const f = ns === null ? undefined : ns[name];
     if (f !== undefined && typeof f !== "function") {
       throw new TypeError("the export " + name + " must be a function, not " + (f === null ? "null" : typeof f));
     }
@@ -608,6 +581,14 @@ function bindHooks(id) {
     bit <<= 1;
   }
   return mask;
+}
+
+function exportNames() { return stringify(mainNs === null ? [] : Object.keys(mainNs)); }
+
+// Host operations of the web APIs (fetch): they resolve later, so the call reports promise jobs.
+function post(...op) {
+  flags |= S_JOBS;
+  for (let i = 0; i < op.length; i++) OUT.push(op[i]);
 }
 
 // A module's evaluation promise: returns a probe, "ok", "pending" or the error, once jobs ran.
@@ -626,7 +607,7 @@ function init(sync) { applySync(sync, -1); }
 
 const api = {
   openSession, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
-  bindHooks, settled, reset, init, refetch, known,
+  bindHooks, exportNames, post, settled, reset, init, refetch, known,
 };
 return (name) => api[name];
 })()

@@ -29,10 +29,12 @@ from urllib.parse import parse_qs
 import quickjs
 
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
-from . import cpu_limit
+from . import cpu_limit, webapi
 from .counts import HubLink, hub_link
-from .locations import JsError, LineMap
-from .modules import Module, load_modules
+from .fetch import FetchError, Response, fetcher_for
+from .locations import JsError, first_location, locate
+from .modules import ModuleLoader
+from .resolve import ResolveError
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -41,16 +43,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("dieselengine")
 
 _PRELUDE = (Path(__file__).with_name("prelude.js")).read_text()
-_PRELUDE_LINES = _PRELUDE.count("\n") + 1
+_COMMONJS = (Path(__file__).with_name("commonjs.js")).read_text()
 
 # Opcodes of the outbox; keep in sync with prelude.js.
 OP_SEND, OP_SEND_BIN, OP_SEND_MSG, OP_CLOSE, OP_JOIN, OP_LEAVE = 1, 2, 3, 4, 5, 6
 OP_BCAST, OP_BCAST_BIN, OP_BCAST_MSG, OP_LOG, OP_TIMER = 7, 8, 9, 10, 11
 OP_CLEAR, OP_SETTLE, OP_ROOM_ID = 12, 13, 14
+#: fetch (web/fetch.js): [id, url, method, headers, body (base64) or null, redirect mode]; abort: [id].
+OP_FETCH, OP_FETCH_ABORT = 15, 16
 #: Arguments after each opcode.
 _ARITY = {OP_SEND: 2, OP_SEND_BIN: 2, OP_SEND_MSG: 1, OP_CLOSE: 3, OP_JOIN: 2, OP_LEAVE: 2,
           OP_BCAST: 4, OP_BCAST_BIN: 4, OP_BCAST_MSG: 3, OP_LOG: 2, OP_TIMER: 2, OP_CLEAR: 1,
-          OP_SETTLE: 3, OP_ROOM_ID: 2}
+          OP_SETTLE: 3, OP_ROOM_ID: 2, OP_FETCH: 6, OP_FETCH_ABORT: 1}
 K_BCAST, K_EXCEPT, K_SEND = 1, 2, 3
 #: Kind 0 of a "code:text" result: a join of the room named by the text, or with this bit a leave.
 M_LEAVE = 4
@@ -80,7 +84,10 @@ class JsScript:
         self.hub = hub
         self._loop = hub.loop
         self._log = logging.getLogger("dieselengine.script." + name)
-        self._lines = LineMap()
+        self._modules: ModuleLoader | None = None
+        self._web: Any = None
+        self._fetches: dict[int, asyncio.Task[None]] = {}
+        self._export_names: list[str] = []
         self._live: dict[int, Session] = {}
         self._next_handle = 0
         self._room_names: list[str] = []
@@ -119,27 +126,28 @@ class JsScript:
 
     @classmethod
     def load(cls, path: Path, name: str, hub: Hub) -> JsScript:
-        modules = load_modules(path, name)
-        for warning in misnamed_hooks(name, modules[-1].exports, python=False):
-            logging.getLogger("dieselengine").warning("%s", warning)
         script = cls(path, name, hub)
         try:
-            script._start(modules)
+            script._start()
         except BaseException:
             script.unload()
             raise
+        for warning in misnamed_hooks(name, script._export_names, python=False):
+            logging.getLogger("dieselengine").warning("%s", warning)
         return script
 
-    def _start(self, modules: list[Module]) -> None:
+    def _start(self) -> None:
         ctx = self._ctx = quickjs.Context()
         ctx.set_memory_limit(self._memory)
         ctx.set_max_stack_size(self._stack)
         watched = cpu_limit.watch(self, ctx)
-        if watched is not None:
-            self._runtime, self._watch_key = watched
-        else:
-            ctx.set_time_limit(self._timeout)  # reads the CPU clock at every entry
+        if watched is None:
+            raise ScriptError(f"{self.path}: this build of quickjs-ng does not expose its C API, which "
+                              "dieselengine needs to load modules and time calls")
+        self._runtime, self._watch_key = watched
         api = ctx.eval(_PRELUDE)
+        self._web = webapi.install(ctx, api("post"))
+        ctx.eval(_COMMONJS)
         self._api = api
         self._new_session = api("newSession")
         self._export_attrs = api("exportAttrs")
@@ -154,35 +162,39 @@ class JsScript:
         api("init")(json.dumps([counts, []]))
         link.scripts.append(self)
 
+        # The engine loads the modules itself, asking `modules` for each (see modules.py).
+        loader = self._modules = ModuleLoader(self._runtime, self._root())
+        try:
+            entry = loader.entry_source(self.path)
+        except ResolveError as exc:
+            raise ScriptError(f"{self.path}: {exc}") from None
+        self._entry.entries += 1
+        try:
+            promise = ctx.module(entry)
+        except quickjs.JSException as exc:
+            raise ScriptError(loader.error or loader.missing_export(str(exc)) or self._load_error(str(exc))) from None
+        probe = api("settled")(promise)
+        self._run_jobs()
+        state = probe()
+        if state != "ok":
+            self._flush_after_error(None, None)  # what it logged before failing
+            if state == "pending":
+                raise ScriptError(f"{self.path}: top-level await did not settle while loading")
+            raise ScriptError(loader.error or self._load_error(state))
+
         # Scripts that never mention async code need no promise-job pass once per loop iteration,
         # and the handshake's headers and parameters are copied into the context only for scripts
-        # that read them (or could, through eval): an idle session costs less that way.
-        sources = [m.source for m in modules]
-        self._tick_jobs = any(re.search(r"\b(async|await|eval|Function|Promise|then)\b", s) for s in sources)
-        dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in sources)
-        self._wants_headers = dynamic or any("getHeader" in s for s in sources)
-        self._wants_params = dynamic or any("getParameter" in s for s in sources)
-        settled = api("settled")
-        offset = _PRELUDE_LINES + 10
-        for module in modules:
-            lines = module.code.count("\n") + 1
-            self._lines.ranges.append((offset, lines, module.id))
-            self._entry.entries += 1
-            try:
-                promise = ctx.module("\n" * offset + module.code)
-            except quickjs.JSException as exc:
-                raise ScriptError(self._load_error(str(exc), module)) from None
-            probe = settled(promise)
-            self._run_jobs()
-            state = probe()
-            if state != "ok":
-                self._flush_after_error(None, None)  # what it logged before failing
-                if state == "pending":
-                    raise ScriptError(f"{module.path}: top-level await did not settle while loading")
-                raise ScriptError(self._load_error(state, module))
-            offset += lines + 10
+        # that read them (or could, through eval): an idle session costs less that way. Packages
+        # cannot know the session API, so only the served folder's own files count for those.
+        sources = loader.sources()
+        own = loader.sources(own=True)
+        self._tick_jobs = any(re.search(r"\b(async|await|eval|Function|Promise|then|fetch)\b", s) for s in sources)
+        dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in own)
+        self._wants_headers = dynamic or any("getHeader" in s for s in own)
+        self._wants_params = dynamic or any("getParameter" in s for s in own)
         try:
-            mask = api("bindHooks")(modules[-1].id)
+            mask = api("bindHooks")()
+            self._export_names = json.loads(api("exportNames")())
         except quickjs.JSException as exc:
             raise ScriptError(f"{self.path}: {str(exc).splitlines()[0]}") from None
         self._flush(self._drain(None, 0), None, None)
@@ -194,23 +206,22 @@ class JsScript:
         self._message_binary = api("callMessageBinary") if mask & 2 else None
         self._close = api("callClose")
 
-    def _load_error(self, text: str, module: Module) -> str:
+    def _load_error(self, text: str) -> str:
         """`file:line:column: SyntaxError: ...` (and the stack, for an error thrown while loading)."""
         first = text.strip().split("\n")[0]
-        where = self._lines.first_location(text)
+        where = first_location(text)
         if where is None:
-            return f"{module.path}: {first}"
-        stack = "\n".join(self._lines.locate(text).split("\n")[1:])
-        located = f"{self._full_path(where)}: {first}"
+            return f"{self.path}: {first}"
+        stack = "\n".join(locate(text).split("\n")[1:])
+        file, line, column = where
+        located = f"{self._root() / file}:{line}:{column}: {first}"
         if stack and not first.startswith("SyntaxError"):
             located += "\n" + stack
         return located
 
-    def _full_path(self, where: str) -> str:
-        """`name:line:col` with the module's path as the user gave it to `diesel`."""
-        file, line, column = where.rsplit(":", 2)
-        root = self.path.parents[len(Path(self.name).parts) - 1]
-        return f"{root / file}:{line}:{column}"
+    def _root(self) -> Path:
+        """The served folder, as the user gave it to `diesel`."""
+        return self.path.parents[len(Path(self.name).parts) - 1]
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -448,7 +459,8 @@ class JsScript:
                     if target is not None:
                         hub.leave(target, args[1])
                 elif op == OP_LOG:
-                    self._log.log(args[0], "%s", self._lines.locate(args[1]) if "<input>:" in args[1] else args[1])
+                    text = args[1]
+                    self._log.log(args[0], "%s", locate(text) if "<input>:" in text or "\x01" in text else text)
                 elif op == OP_TIMER:
                     timer_id, ms = args
                     old = self._timers.pop(timer_id, None)
@@ -472,6 +484,12 @@ class JsScript:
                             future.set_result(None)
                         else:
                             future.set_exception(JsError(self._describe(args[2])))
+                elif op == OP_FETCH:
+                    self._start_fetch(*args)
+                elif op == OP_FETCH_ABORT:
+                    task = self._fetches.pop(args[0], None)
+                    if task is not None:
+                        task.cancel()
                 elif op == OP_ROOM_ID:
                     room_id, room = args
                     names = self._room_names
@@ -567,10 +585,43 @@ class JsScript:
         self._flush(queued, None, None)
         self._maybe_tick()
 
+    # -- fetch -----------------------------------------------------------------------------------
+
+    def _start_fetch(self, fetch_id: int, url: str, method: str, headers: list[str], body: str | None,
+                     redirect: str) -> None:
+        """Run a script's fetch on the loop; its promise settles in a later entry into the engine."""
+        if self._unloaded:
+            return
+        data = base64.b64decode(body) if body is not None else None
+        task = self._loop.create_task(self._fetch(fetch_id, url, method, headers, data, redirect))
+        self._fetches[fetch_id] = task
+
+    async def _fetch(self, fetch_id: int, url: str, method: str, headers: list[str], body: bytes | None,
+                     redirect: str) -> None:
+        try:
+            reply: Response = await fetcher_for(self.hub).fetch(url, method, headers, body, redirect)
+        except FetchError as exc:
+            self._settle_fetch(fetch_id, "fetchFailed", fetch_id, str(exc))
+            return
+        self._settle_fetch(fetch_id, "fetchDone", fetch_id, reply.status, reply.reason, json.dumps(reply.headers),
+                           base64.b64encode(reply.body).decode("ascii"), reply.url, reply.redirected)
+
+    def _settle_fetch(self, fetch_id: int, function: str, *args: Any) -> None:
+        """Resolve or reject a fetch's promise in the context, then run what that set off."""
+        if self._fetches.pop(fetch_id, None) is None or self._unloaded:
+            return  # aborted by the script, or the script is gone
+        self._entry.entries += 1
+        try:
+            self._web(function)(*args)
+        except quickjs.JSException as exc:
+            self._log.error("internal: a fetch could not be settled: %s", self._describe(str(exc)))
+            return
+        self._run_jobs()
+
     # -- errors ----------------------------------------------------------------------------------
 
     def _describe(self, text: str) -> str:
-        text = self._lines.locate(text)
+        text = locate(text)
         if text.strip() == "null":
             # The engine could not even allocate the error object: the memory limit was hit
             # (possibly while it was throwing another error, e.g. the time limit's).
@@ -652,12 +703,18 @@ class JsScript:
         for future in self._promises.values():
             future.cancel()
         self._promises.clear()
+        for task in self._fetches.values():
+            task.cancel()
+        self._fetches.clear()
+        if self._modules is not None:
+            self._modules.close()
         if self._link is not None and self in self._link.scripts:
             self._link.scripts.remove(self)
         if self._watch_key:
             cpu_limit.unwatch(self._runtime if self._ctx is not None else None, self._watch_key)
         self._live.clear()
         self._ctx = None
+        self._web = None
         self._api = self._new_session = self._export_attrs = self._drain = self._fire_fn = self._known = None
         self._open = self._message = self._message_binary = self._close = None
         self._entry.function = None
