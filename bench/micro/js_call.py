@@ -22,8 +22,9 @@ from pathlib import Path
 
 from null_connection import NullConnection
 
+from dieselengine import wire
 from dieselengine.hub import Hub
-from dieselengine.js import JsScript, cpu_limit
+from dieselengine.js import JsScript
 from dieselengine.request import Request
 from dieselengine.routing import Route
 from dieselengine.session import Session
@@ -56,7 +57,7 @@ MEMBERS = 3
 async def measure(folder: Path, calls: int, repeat: int) -> dict[str, float]:
     """Best µs per call of each script; the scripts take turns, so each meets the same noise."""
     loop = asyncio.get_running_loop()
-    hub = Hub(Settings(path=folder), loop, Stats())
+    hub = Hub(Settings(path=folder), loop, Stats(), wire.load())
     runs = {}
     for name in SCRIPTS:
         script = JsScript.load(folder / name, name, hub)
@@ -93,12 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=25)
-    parser.add_argument("--set-time-limit", action="store_true",
-                        help="use quickjs-ng's own set_time_limit (a CPU clock read per call) instead of "
-                             "dieselengine's interrupt handler, for comparison")
     args = parser.parse_args()
-    if args.set_time_limit:
-        cpu_limit.runtime_of = lambda ctx: None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, source in SCRIPTS.items():

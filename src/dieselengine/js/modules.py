@@ -116,6 +116,8 @@ class ModuleLoader:
         if source.startswith("#!"):
             source = "//" + source[2:]
         toks = tokenize(source) if path.suffix != ".json" else []
+        if "node_modules" in Path(name).parts and "NODE_ENV" in source:
+            source, toks = _define_node_env(source, toks)
         kind = self.resolver.kind(path, _module_syntax(toks))
         file = self.files[name] = _File(path, name, source, kind, toks)
         return file
@@ -265,6 +267,22 @@ class ModuleLoader:
                                              _PROP_C_W_E)
             engine.JS_FreeValue(ctx, meta)
         return module
+
+
+def _define_node_env(source: str, toks: list[Tok]) -> tuple[str, list[Tok]]:
+    """`process.env.NODE_ENV` becomes `"production"` in packages, as bundlers define it: packages
+    written for bundlers read it where the sandbox has no `process`."""
+    edits = []
+    for i in range(len(toks) - 4):
+        if toks[i].value == "process" and toks[i + 1].value == "." and toks[i + 2].value == "env" \
+                and toks[i + 3].value == "." and toks[i + 4].value == "NODE_ENV" \
+                and not (i and toks[i - 1].value in (".", "?.")):
+            edits.append((toks[i].start, toks[i + 4].end))
+    if not edits:
+        return source, toks
+    for start, end in reversed(edits):
+        source = source[:start] + '"production"' + source[end:]
+    return source, tokenize(source)
 
 
 def _module_syntax(toks: list[Tok]) -> bool:
