@@ -24,12 +24,12 @@ def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 
 
 class RawClient:
-    def __init__(self, port: int, path: str) -> None:
+    def __init__(self, port: int, path: str, headers: str = "") -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n".encode())
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             chunk = self.sock.recv(4096)
@@ -38,6 +38,9 @@ class RawClient:
             self.buffer += chunk
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         self.status = int(head.split()[1])
+        self.head = head.decode("latin-1")
+        #: The last frame read had RSV1 set (a compressed message, with permessage-deflate).
+        self.rsv1 = False
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
         self.sock.sendall(client_frame(opcode, payload, fin))
@@ -53,6 +56,7 @@ class RawClient:
 
     def read_frame(self) -> tuple[int, bytes]:
         first, second = self._read(2)
+        self.rsv1 = bool(first & 0x40)
         size = second & 0x7F
         if size == 126:
             size = struct.unpack("!H", self._read(2))[0]

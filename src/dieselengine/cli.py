@@ -109,8 +109,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _check(_settings(parser, args))
 
     settings = _settings(parser, args)
+    if (settings.certfile is None) != (settings.keyfile is None):
+        parser.error("--certfile and --keyfile go together: TLS needs the certificate and its key")
+    for name, file in (("--certfile", settings.certfile), ("--keyfile", settings.keyfile)):
+        if file is not None and not file.is_file():
+            parser.error(f"{name} {file}: no such file")
     try:
-        wire.load(settings.wire)
+        wire.load(settings.wire, tls=settings.certfile is not None)
     except wire.WireUnavailable as exc:
         parser.exit(2, f"diesel: error: {exc}\n")
     if settings.workers > 1 and not settings.cluster:

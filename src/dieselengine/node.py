@@ -30,7 +30,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         #: Checked by the command line first, which reports an unavailable wire in one line.
-        self.wire: WireKind = load(settings.wire)
+        self.wire: WireKind = load(settings.wire, tls=settings.certfile is not None)
 
     async def run(self, sock: socket.socket | None = None) -> int:
         settings = self.settings
@@ -66,14 +66,17 @@ class Server:
                 loop.add_signal_handler(signum, stopping.set)
             except NotImplementedError:  # Windows' event loops
                 signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stopping.set))
+        if transport.tls and hasattr(signal, "SIGHUP"):  # not on Windows
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, transport)
         tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(transport))]
         if settings.reload:
             tasks.append(asyncio.create_task(watch(router)))
         host, port = transport.address()
-        log.info("dieselengine serving %d route(s) on http://%s:%d (wire: %s): %s", len(router.routes), host, port,
-                 self.wire.name, ", ".join(sorted(router.routes)))
+        log.info("dieselengine serving %d route(s) on %s://%s:%d (wire: %s): %s", len(router.routes),
+                 "https" if transport.tls else "http", host, port, self.wire.name, ", ".join(sorted(router.routes)))
         if self.wire.name != "c" and settings.wire == "auto":
-            log.log(logging.WARNING if c_expected() else logging.INFO, "on the portable wire: %s", why_not_c())
+            log.log(logging.WARNING if c_expected() else logging.INFO, "on the portable wire: %s",
+                    why_not_c(transport.tls))
 
         await stopping.wait()
         log.info("shutting down: closing %d session(s) with 1001", len(hub.sessions))
@@ -138,6 +141,17 @@ def run(settings: Settings, sock: socket.socket | None = None) -> int:
             asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
         return asyncio.run(Server(settings).run(sock))
     return uvloop.run(Server(settings).run(sock))
+
+
+def _reload_tls(transport: Transport) -> None:
+    """SIGHUP: a renewed certificate is served to new connections; none is dropped. A file that
+    cannot be used is logged and the certificate already loaded stays."""
+    try:
+        transport.load_tls()
+    except ValueError as exc:
+        log.error("SIGHUP: TLS certificate not reloaded, still serving the previous one: %s", exc)
+    else:
+        log.info("SIGHUP: TLS certificate reloaded")
 
 
 def _tune_gc() -> None:

@@ -39,6 +39,17 @@ class Settings:
         None, "serve the HTTP API under /api/ (broadcast to rooms, list them, close sessions); every request "
               "must send Authorization: Bearer KEY (DIESEL_API_KEY keeps it out of the process list)",
         group="network", metavar="KEY")
+    compression: str = option(
+        "shared", "permessage-deflate for clients that offer it: shared (or on) accepts it with no context "
+        "takeover either way (no zlib memory per connection; a broadcast compressed once for all its "
+        "recipients), off declines every offer", group="network", choices=("shared", "on", "off"), metavar="MODE")
+
+    # TLS
+    certfile: Path | None = option(
+        None, "serve wss:// and https:// on the port with this PEM certificate chain (the server's certificate "
+        "first, e.g. fullchain.pem); SIGHUP reloads it and --keyfile", group="TLS", parse=Path, metavar="FILE")
+    keyfile: Path | None = option(None, "the certificate's private key, PEM, unencrypted", group="TLS", parse=Path,
+                                  metavar="FILE")
 
     # development
     reload: bool = option(False, "swap in changed scripts without dropping connections", group="development")

@@ -59,8 +59,26 @@ class Transport:
         self._loop = dispatcher.hub.loop
         self.wire = kind.open(sock, self._handshake, dispatcher.received, dispatcher.finished, dispatcher.ended,
                               self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
-                              MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout)
+                              MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout,
+                              compression=settings.compression != "off")
+        if settings.certfile is not None:
+            try:
+                self.load_tls()
+            except ValueError as exc:
+                from .startup import StartupError  # startup imports this module
+
+                raise StartupError(f"--certfile/--keyfile: {exc}") from None
         dispatcher.stats.wire = self.wire
+
+    @property
+    def tls(self) -> bool:
+        return self._settings.certfile is not None
+
+    def load_tls(self) -> None:
+        """(Re)load --certfile and --keyfile: new connections are served with them, connections
+        already open keep the certificate they were made with. ValueError (one line, OpenSSL's
+        reason) when the files cannot be used."""
+        self.wire.load_tls(str(self._settings.certfile), str(self._settings.keyfile))
 
     def address(self) -> tuple[str, int]:
         return self._sock.getsockname()[:2]

@@ -43,6 +43,8 @@ def _worker_main(settings: Settings, index: int) -> None:
     """The body of one worker process (forked): serve until SIGTERM, exit with the server's status."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if settings.certfile is not None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the parent's forwarder; the server reloads TLS on it
     signal.set_wakeup_fd(-1)
     from .node import run
     from .transport import listen_socket
@@ -76,6 +78,14 @@ def run_workers(settings: Settings) -> int:
     signal.set_wakeup_fd(wake_write.fileno())
 
     workers: dict[int, BaseProcess] = {}
+
+    def reload_tls(signum: int, frame: object) -> None:
+        for process in workers.values():
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
+    if settings.certfile is not None:
+        signal.signal(signal.SIGHUP, reload_tls)
     started: dict[int, float] = {}
     restart_at: dict[int, float] = {}
     quick_exits = 0

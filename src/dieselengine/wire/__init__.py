@@ -37,9 +37,11 @@ class Wire(Protocol):
 
     def stop_accepting(self) -> None: ...
 
+    def load_tls(self, certfile: str, keyfile: str) -> None: ...
+
 
 #: open(sock, on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log,
-#:      max_message_size, max_head_size, handshake_timeout, close_timeout) -> a serving Wire.
+#:      max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False) -> a serving Wire.
 Opener = Callable[..., Wire]
 
 
@@ -59,16 +61,16 @@ class WireUnavailable(Exception):
     """The wire asked for cannot run here; the message says why in one line."""
 
 
-def _open_portable(sock: socket.socket, *args: Any) -> Wire:
-    return portable.Wire(sock, *args)
+def _open_portable(sock: socket.socket, *args: Any, **options: Any) -> Wire:
+    return portable.Wire(sock, *args, **options)
 
 
 PORTABLE = WireKind("asyncio", _open_portable, portable.Entry, frames.frame, frames.valid_close_code,
                     frames.request_head)
 
 
-def _c_module() -> ModuleType | str:
-    """The C wire's module, or why it cannot run here."""
+def _c_module(tls: bool = False) -> ModuleType | str:
+    """The C wire's module, or why it cannot run here (`tls`: serving TLS)."""
     if not hasattr(select, "epoll"):
         return "the C wire needs epoll (Linux)"
     if importlib.util.find_spec(f"{__name__}._wire") is None:
@@ -77,27 +79,32 @@ def _c_module() -> ModuleType | str:
         from . import _wire
     except ImportError as exc:
         return f"the C wire does not load: {exc}"
+    if tls and not getattr(_wire, "TLS", False):
+        return ("the C wire was built without TLS (OpenSSL's headers were missing at install: install libssl-dev "
+                "and reinstall)")
     return _wire
 
 
 def _c_kind(module: ModuleType) -> WireKind:
     def open_c(sock: socket.socket, on_head: Callable[..., None], on_message: Callable[..., None],
                on_finish: Callable[..., None], on_lost: Callable[..., None], on_failed: Callable[..., None],
-               outbox: Any, loop: asyncio.AbstractEventLoop, log: logging.Logger, *limits: Any) -> Wire:
+               outbox: Any, loop: asyncio.AbstractEventLoop, log: logging.Logger, *limits: Any,
+               **options: Any) -> Wire:
         wire = module.Wire(sock.fileno(), on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log,
-                           *limits)
+                           *limits, **options)
         loop.add_reader(wire.fileno(), wire.poll)
         return wire  # type: ignore[no-any-return]
 
     return WireKind("c", open_c, module.Entry, module.frame, module.valid_close_code, module.request_head)
 
 
-def load(choice: str = "auto") -> WireKind:
-    """The wire for `--wire`: `c`, `asyncio`, or `auto` (the C wire where it is built and the OS
-    has epoll, else the portable one). Raises WireUnavailable for `c` where it cannot run."""
+def load(choice: str = "auto", tls: bool = False) -> WireKind:
+    """The wire for `--wire`: `c`, `asyncio`, or `auto` (the C wire where it is built, with TLS if
+    `tls`, and the OS has epoll, else the portable one). Raises WireUnavailable for `c` where it
+    cannot run."""
     if choice == "asyncio":
         return PORTABLE
-    module = _c_module()
+    module = _c_module(tls)
     if isinstance(module, ModuleType):
         return _c_kind(module)
     if choice == "c":
@@ -105,9 +112,9 @@ def load(choice: str = "auto") -> WireKind:
     return PORTABLE
 
 
-def why_not_c() -> str | None:
+def why_not_c(tls: bool = False) -> str | None:
     """Why `auto` fell back to the portable wire, or None where the C wire runs."""
-    module = _c_module()
+    module = _c_module(tls)
     return module if isinstance(module, str) else None
 
 

@@ -29,11 +29,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef DIESEL_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
+#ifdef DIESEL_DEFLATE
+#include <zlib.h>
+#endif
+
 #define READ_SIZE 65536
 #define MAX_EVENTS 512
 /* Connections accepted per readiness of the listening socket, so a connect storm cannot starve
  * the connections already open. */
 #define ACCEPT_BATCH 128
+
+/* The 101's extension header when permessage-deflate was negotiated. */
+#define DEFLATE_ANSWER "\r\nSec-WebSocket-Extensions: permessage-deflate"
 
 /* What the wire makes of a request head for the handshake (`request_head`, `on_head`). */
 enum { HEAD_METHOD, HEAD_PATH, HEAD_QUERY, HEAD_HEADERS, HEAD_ANSWER, HEAD_PARTS };
@@ -91,6 +102,9 @@ typedef struct Conn {
     /* After a plain HTTP answer: keep reading (and dropping) what the client still sends until it
      * closes, so an unread request body does not turn the close into a reset that loses the answer. */
     unsigned char linger;
+    /* permessage-deflate: 0 (not negotiated) or the window bits of the server's compressor; whether
+     * the fragmented message being received is compressed. */
+    unsigned char deflate, parts_deflated;
     /* The client's address (AF_INET or AF_INET6, 0 if neither), taken from accept. */
     unsigned char peer_family, peer[16];
     uint32_t events;
@@ -109,6 +123,10 @@ typedef struct Conn {
     /* While in HANDSHAKE: the deadline, and the list of handshaking connections, oldest first. */
     double deadline;
     struct Conn *prev, *next;
+#ifdef DIESEL_TLS
+    /* TLS (NULL on a plain port): `out` then holds ciphertext, made by the SSL object's BIO. */
+    SSL *ssl;
+#endif
 } Conn;
 
 struct Wire {
@@ -127,6 +145,28 @@ struct Wire {
      * been read: the peer is woken once per batch rather than once per message. */
     Conn *echoed[MAX_EVENTS];
     int echoed_count, polling;
+#ifdef DIESEL_TLS
+    /* The certificate and key new connections are served with (NULL: plain); `load_tls` swaps it,
+     * and connections made with the old one keep it until they close. */
+    SSL_CTX *tls;
+#endif
+    /* permessage-deflate may be negotiated (--compression). */
+    int compression;
+#ifdef DIESEL_DEFLATE
+    /* The shared compressors, one per window size a client asked for (index: bits - 8), made on
+     * first use; the shared decompressor. No context is kept between messages in either direction,
+     * so a connection holds no zlib state. */
+    z_stream *deflaters[8];
+    z_stream *inflater;
+    buffer_t inflated, deflated;
+    /* The frames last compressed, by identity: a broadcast's bytes are compressed for the first
+     * member that negotiated compression and reused for the others. */
+#define DEFLATE_CACHE 4
+    PyObject *cache_key[DEFLATE_CACHE], *cache_value[DEFLATE_CACHE];
+    unsigned char cache_bits[DEFLATE_CACHE];
+    int cache_next;
+#endif
+    unsigned long long messages_deflated, messages_inflated;
 };
 
 static PyTypeObject ConnType, WireType, EntryType;
@@ -204,6 +244,12 @@ static void conn_gone(Conn *c, int direct) {
     epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+#ifdef DIESEL_TLS
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#endif
     w->connections--;
     listen_again(w);
     buffer_free(&c->out);
@@ -245,9 +291,98 @@ static void arm_close_timer(Conn *c) {
 
 static void conn_written(Conn *c, int direct);
 
+/* Write what is queued (ciphertext made by TLS, or bytes the socket did not take): what the socket
+ * takes now, the rest once it is writable; a shut connection closes once it is all out. */
+static void conn_push(Conn *c, int direct) {
+    ssize_t sent = send(c->fd, c->out.data + c->out_at, c->out.len - c->out_at, MSG_NOSIGNAL);
+    if (sent < 0) {
+        if (errno != EAGAIN && errno != EINTR) conn_gone(c, direct);
+        else watch(c);
+        return;
+    }
+    c->out_at += (size_t)sent;
+    if (c->out_at < c->out.len) {
+        watch(c);
+        return;
+    }
+    buffer_free(&c->out);
+    c->out_at = 0;
+    if (c->state == SHUT) conn_written(c, direct);
+    else watch(c);
+}
+
+#ifdef DIESEL_TLS
+/* -- TLS: OpenSSL with a BIO of our own ------------------------------------------------------
+ * The SSL object reads ciphertext from the slice the wire just received (no copy, no buffer per
+ * connection) and writes records into the connection's `out`, which the wire sends itself. So a
+ * tick's frames for one recipient are encrypted by one SSL_write and sent by one send(), as on a
+ * plain port; backpressure is `out`'s size, as on a plain port. */
+
+static BIO_METHOD *tls_bio_method;
+/* Ciphertext received for the connection being read; only that connection's SSL reads. */
+static const unsigned char *tls_input;
+static size_t tls_input_size;
+
+static int tls_bio_write(BIO *bio, const char *data, int size) {
+    Conn *c = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    return buffer_append(&c->out, (const unsigned char *)data, (size_t)size) < 0 ? -1 : size;
+}
+
+static int tls_bio_read(BIO *bio, char *data, int size) {
+    BIO_clear_retry_flags(bio);
+    if (tls_input_size == 0) {
+        BIO_set_retry_read(bio);
+        return -1;
+    }
+    size_t n = tls_input_size < (size_t)size ? tls_input_size : (size_t)size;
+    memcpy(data, tls_input, n);
+    tls_input += n;
+    tls_input_size -= n;
+    return (int)n;
+}
+
+static long tls_bio_ctrl(BIO *bio, int command, long number, void *pointer) {
+    return command == BIO_CTRL_FLUSH;  /* records go out when the wire sends `out` */
+}
+
+static int tls_bio_create(BIO *bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+/* Encrypt into `out`; a connection with nothing queued before sends at once. 0, or -1 (gone). */
+static int tls_write(Conn *c, const unsigned char *data, size_t n, int send_now) {
+    int queued = c->out.len > c->out_at;
+    size_t written;
+    if (n && !SSL_write_ex(c->ssl, data, n, &written)) {
+        ERR_clear_error();
+        conn_gone(c, 0);
+        return -1;
+    }
+    if (send_now && !queued) conn_push(c, 0);
+    return 0;
+}
+#endif
+
+/* Append to `out` without a system call (a batch sent after the poll). 0, or -1 (gone or out of
+ * memory). */
+static int conn_queue(Conn *c, const unsigned char *data, size_t n) {
+#ifdef DIESEL_TLS
+    if (c->ssl) return tls_write(c, data, n, 0);
+#endif
+    return buffer_append(&c->out, data, n);
+}
+
 static void conn_send(Conn *c, const unsigned char *data, size_t n) {
     if (c->state >= SHUT) return;
     c->wire->bytes_out += n;
+#ifdef DIESEL_TLS
+    if (c->ssl) {
+        tls_write(c, data, n, 1);
+        return;
+    }
+#endif
     if (c->out.len == c->out_at) {
         ssize_t sent = send(c->fd, data, n, MSG_NOSIGNAL);
         if (sent == (ssize_t)n) return;
@@ -268,19 +403,9 @@ static void conn_send(Conn *c, const unsigned char *data, size_t n) {
     watch(c);
 }
 
-/* The socket takes more: write what is queued; a shut connection closes once it is all out. */
+/* The socket takes more. */
 static void conn_writable(Conn *c) {
-    ssize_t sent = send(c->fd, c->out.data + c->out_at, c->out.len - c->out_at, MSG_NOSIGNAL);
-    if (sent < 0) {
-        if (errno != EAGAIN && errno != EINTR) conn_gone(c, 1);
-        return;
-    }
-    c->out_at += (size_t)sent;
-    if (c->out_at < c->out.len) return;
-    buffer_free(&c->out);
-    c->out_at = 0;
-    if (c->state == SHUT) conn_written(c, 1);
-    else watch(c);
+    conn_push(c, 1);
 }
 
 /* A shut connection wrote everything: close it, or with `linger` send a FIN and read on until the
@@ -313,6 +438,9 @@ static void send_close(Conn *c, int code, const char *reason, size_t size) {
 static void conn_shut(Conn *c) {
     if (c->state >= SHUT) return;
     handshaking_remove(c);
+#ifdef DIESEL_TLS
+    if (c->ssl && SSL_is_init_finished(c->ssl) && SSL_shutdown(c->ssl) < 0) ERR_clear_error();  /* close_notify */
+#endif
     c->state = SHUT;
     c->reading = c->linger;
     c->in_parts = 0;
@@ -323,6 +451,184 @@ static void conn_shut(Conn *c) {
     watch(c);
     arm_close_timer(c);
 }
+
+/* -- permessage-deflate (RFC 7692) --------------------------------------------------------------
+ * Negotiated with no context takeover in both directions (the server asks it of the client, which
+ * every client must then honour): a message is compressed and inflated on its own, by compressors
+ * the whole wire shares. So a connection costs no zlib memory, and a broadcast is compressed once
+ * for all the members that negotiated it, like uWebSockets' shared compressor. */
+
+/* The header of a server frame (unmasked) with `size` bytes of payload; returns its length. */
+static size_t frame_header(unsigned char *out, unsigned char first, size_t size) {
+    out[0] = first;
+    if (size < 126) {
+        out[1] = (unsigned char)size;
+        return 2;
+    }
+    if (size < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(size >> 8);
+        out[3] = (unsigned char)size;
+        return 4;
+    }
+    out[1] = 127;
+    for (int k = 0; k < 8; k++) out[2 + k] = (unsigned char)((uint64_t)size >> (56 - 8 * k));
+    return 10;
+}
+
+#ifdef DIESEL_DEFLATE
+/* Messages shorter than this go out as they are: what deflate saves does not pay for its work. */
+#define DEFLATE_MIN 32
+
+static z_stream *deflater(Wire *w, int bits) {
+    z_stream **slot = &w->deflaters[bits - 8];
+    if (*slot == NULL) {
+        z_stream *z = calloc(1, sizeof *z);
+        /* zlib's raw deflate has no 256-byte window: a client that asked for 8 bits gets a 512-byte
+         * one with matches at distance 1 only (run-length), valid for any window. A small hash
+         * (memLevel 4) because it is cleared for every message. */
+        if (z == NULL || deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, bits == 8 ? -9 : -bits, 4,
+                                      bits == 8 ? Z_RLE : Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(z);
+            return NULL;
+        }
+        *slot = z;
+    }
+    return *slot;
+}
+
+/* One data frame compressed onto `out` (RSV1 set, the sync flush's final 00 00 ff ff dropped), or
+ * copied as it is when that would not make it smaller. -1: out of memory (nothing appended). */
+static int deflate_frame(Wire *w, int bits, unsigned char first, const unsigned char *payload, size_t size,
+                         buffer_t *out) {
+    z_stream *z = size >= DEFLATE_MIN ? deflater(w, bits) : NULL;
+    buffer_t *d = &w->deflated;
+    if (z != NULL) {
+        size_t bound = deflateBound(z, size) + 16;
+        if (d->cap < bound) {
+            buffer_free(d);
+            if ((d->data = malloc(bound)) == NULL) return -1;
+            d->cap = bound;
+        }
+        deflateReset(z);
+        z->next_in = (unsigned char *)payload;
+        z->avail_in = (uInt)size;
+        z->next_out = d->data;
+        z->avail_out = (uInt)d->cap;
+        int result = deflate(z, Z_SYNC_FLUSH);
+        d->len = d->cap - z->avail_out;
+        if (result == Z_OK && z->avail_in == 0 && d->len >= 4 && d->len - 4 < size) {
+            unsigned char header[10];
+            size_t n = frame_header(header, first | 0x40, d->len - 4);
+            if (buffer_append(out, header, n) < 0 || buffer_append(out, d->data, d->len - 4) < 0) return -1;
+            w->messages_deflated++;
+            if (d->cap > (1u << 18)) buffer_free(d);
+            return 0;
+        }
+        if (d->cap > (1u << 18)) buffer_free(d);
+    }
+    unsigned char header[10];
+    size_t n = frame_header(header, first, size);
+    return buffer_append(out, header, n) < 0 || buffer_append(out, payload, size) < 0 ? -1 : 0;
+}
+
+/* Frames the wire made (final, unmasked, text or binary; control frames pass as they are) as a
+ * client that negotiated compression gets them. NULL with a Python error. */
+static PyObject *deflate_frames(Wire *w, int bits, const unsigned char *data, size_t size) {
+    buffer_t out = {0};
+    size_t at = 0;
+    while (at < size) {
+        size_t left = size - at, header = 2;
+        const unsigned char *f = data + at;
+        uint64_t length = left >= 2 ? f[1] & 0x7F : 0;
+        if (length == 126) header = 4;
+        else if (length == 127) header = 10;
+        if (left < header) break;
+        if (header == 4) length = ((uint64_t)f[2] << 8) | f[3];
+        else if (header == 10)
+            for (int k = 2; k < 10; k++) length = (length << 8) | f[k];
+        if (left - header < length) break;
+        int opcode = f[0] & 0x0F;
+        int plain = (f[0] & 0xF0) == 0x80 && (opcode == 0x1 || opcode == 0x2);
+        int failed = plain ? deflate_frame(w, bits, f[0], f + header, (size_t)length, &out)
+                           : buffer_append(&out, f, header + (size_t)length);
+        if (failed) {
+            buffer_free(&out);
+            return PyErr_NoMemory();
+        }
+        at += header + (size_t)length;
+    }
+    if (at < size && buffer_append(&out, data + at, size - at) < 0) {  /* not frames of ours: as they are */
+        buffer_free(&out);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.len);
+    buffer_free(&out);
+    return result;
+}
+
+/* deflate_frames for a bytes object written to many connections: compressed once per window size. */
+static PyObject *deflate_cached(Wire *w, int bits, PyObject *frames) {
+    for (int i = 0; i < DEFLATE_CACHE; i++)
+        if (w->cache_key[i] == frames && w->cache_bits[i] == bits) return Py_NewRef(w->cache_value[i]);
+    PyObject *value = deflate_frames(w, bits, (const unsigned char *)PyBytes_AS_STRING(frames),
+                                     (size_t)PyBytes_GET_SIZE(frames));
+    if (value == NULL) return NULL;
+    int i = w->cache_next;
+    w->cache_next = (i + 1) % DEFLATE_CACHE;
+    Py_XSETREF(w->cache_key[i], Py_NewRef(frames));
+    Py_XSETREF(w->cache_value[i], Py_NewRef(value));
+    w->cache_bits[i] = (unsigned char)bits;
+    return value;
+}
+
+/* A compressed message's payload inflated into w->inflated, never past max_message (a
+ * decompression bomb stops there). 0, or the close code: 1009 too big, 1007 not valid deflate
+ * data (or context taken over although the server's answer forbade it), 1011 out of memory. */
+static int inflate_message(Wire *w, const unsigned char *payload, size_t size, size_t *inflated) {
+    static const unsigned char tail[4] = {0x00, 0x00, 0xFF, 0xFF};
+    z_stream *z = w->inflater;
+    if (z == NULL) {
+        z = calloc(1, sizeof *z);
+        if (z == NULL || inflateInit2(z, -15) != Z_OK) {
+            free(z);
+            return 1011;
+        }
+        w->inflater = z;
+    } else {
+        inflateReset(z);
+    }
+    buffer_t *b = &w->inflated;
+    size_t limit = (size_t)w->max_message, produced = 0;
+    int result = Z_OK;
+    for (int part = 0; part < 2 && result != Z_STREAM_END; part++) {
+        z->next_in = (unsigned char *)(part ? tail : payload);
+        z->avail_in = (uInt)(part ? sizeof tail : size);
+        while (z->avail_in > 0 || produced == b->cap) {
+            if (produced == b->cap) {
+                if (b->cap > limit) return 1009;
+                size_t cap = b->cap ? b->cap * 2 : 16384;
+                if (cap > limit + 1) cap = limit + 1;
+                unsigned char *grown = realloc(b->data, cap);
+                if (grown == NULL) return 1011;
+                b->data = grown;
+                b->cap = cap;
+            }
+            z->next_out = b->data + produced;
+            z->avail_out = (uInt)(b->cap - produced);
+            result = inflate(z, Z_SYNC_FLUSH);
+            produced = b->cap - z->avail_out;
+            if (result == Z_STREAM_END) break;
+            if (result == Z_BUF_ERROR && z->avail_out > 0) break;  /* no progress left to make */
+            if (result != Z_OK && result != Z_BUF_ERROR) return 1007;
+        }
+    }
+    if (produced > limit) return 1009;
+    *inflated = produced;
+    w->messages_inflated++;
+    return 0;
+}
+#endif
 
 /* -- reading ------------------------------------------------------------------------------- */
 
@@ -402,11 +708,16 @@ static void conn_direct(Conn *c, PyObject *message) {
     } else if (is_echo(result, e->echo)) {
         /* The message came in as valid UTF-8, so only memory can fail here. */
         PyObject *frame = wire_frame(NULL, message);
+#ifdef DIESEL_DEFLATE
+        if (frame != NULL && c->deflate)
+            Py_SETREF(frame, deflate_frames(w, c->deflate, (const unsigned char *)PyBytes_AS_STRING(frame),
+                                            (size_t)PyBytes_GET_SIZE(frame)));
+#endif
         if (frame != NULL) {
             w->direct_frames++;
             const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(frame);
             size_t size = (size_t)PyBytes_GET_SIZE(frame);
-            if (w->polling && w->echoed_count < MAX_EVENTS && buffer_append(&c->out, data, size) == 0) {
+            if (w->polling && w->echoed_count < MAX_EVENTS && conn_queue(c, data, size) == 0) {
                 w->bytes_out += size;
                 w->echoed[w->echoed_count++] = (Conn *)Py_NewRef(c);
             } else {
@@ -484,19 +795,42 @@ static int conn_closed_by_peer(Conn *c, const unsigned char *payload, size_t siz
     return 0;
 }
 
+/* A whole message, compressed or not. */
+static int conn_payload(Conn *c, const unsigned char *payload, size_t size, int text, int compressed) {
+#ifdef DIESEL_DEFLATE
+    if (compressed) {
+        Wire *w = c->wire;
+        size_t inflated;
+        int code = inflate_message(w, payload, size, &inflated);
+        if (code == 1009) return fail_too_big(c);
+        if (code) return conn_fail(c, code, code == 1007 ? "invalid compressed data" : "out of memory");
+        int going = conn_message(c, w->inflated.data, inflated, text);
+        if (w->inflated.cap > (1u << 18)) buffer_free(&w->inflated);
+        return going;
+    }
+#endif
+    return conn_message(c, payload, size, text);
+}
+
 /* One whole, unmasked frame. Returns 0 once the connection stops reading. */
 static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload, size_t size) {
     Wire *w = c->wire;
-    int opcode = first & 0x0F, final = first & 0x80;
+    int opcode = first & 0x0F, final = first & 0x80, compressed = 0;
     c->alive = 1;
     w->bytes_in += size;
-    if (first & 0x70) return conn_fail(c, 1002, "reserved bits set without an extension");
+    if (first & 0x70) {
+        /* RSV1 marks a compressed message, on its first frame only. */
+        if ((first & 0x70) != 0x40 || !c->deflate || (opcode != 0x1 && opcode != 0x2))
+            return conn_fail(c, 1002, "reserved bits set without an extension");
+        compressed = 1;
+    }
     switch (opcode) {
     case 0x1:
     case 0x2:
         if (c->in_parts) return conn_fail(c, 1002, "new message before the fragmented one finished");
-        if (final) return conn_message(c, payload, size, opcode == 0x1);
+        if (final) return conn_payload(c, payload, size, opcode == 0x1, compressed);
         c->in_parts = 1;
+        c->parts_deflated = (unsigned char)compressed;
         c->parts_text = opcode == 0x1;
         c->parts.len = 0;
         if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
@@ -509,7 +843,7 @@ static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload
         c->in_parts = 0;
         buffer_t parts = c->parts;
         c->parts = (buffer_t){0};
-        int going = conn_message(c, parts.data, parts.len, c->parts_text);
+        int going = conn_payload(c, parts.data, parts.len, c->parts_text, c->parts_deflated);
         buffer_free(&parts);
         return going;
     }
@@ -601,7 +935,8 @@ static PyObject *peer_address(Conn *c) {
     return PyUnicode_FromString(text);
 }
 
-static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PARTS]);
+static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PARTS], int compression,
+                         unsigned char *deflate);
 static int refused_parts(PyObject *parts[HEAD_PARTS], int status, const char *reason);
 
 /* The request head is complete (or too large): Python routes it with its parts and the answer
@@ -609,7 +944,7 @@ static int refused_parts(PyObject *parts[HEAD_PARTS], int status, const char *re
 static void conn_head(Conn *c, const unsigned char *head, size_t size, int complete) {
     Wire *w = c->wire;
     PyObject *parts[HEAD_PARTS] = {NULL};
-    int ok = complete ? request_parts((const char *)head, size, parts)
+    int ok = complete ? request_parts((const char *)head, size, parts, w->compression, &c->deflate)
                       : refused_parts(parts, 431, "request head too large");
     PyObject *peer = ok == 0 ? peer_address(c) : NULL;
     PyObject *result = NULL;
@@ -702,8 +1037,82 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
     }
 }
 
+#ifdef DIESEL_TLS
+/* The first bytes on a TLS port are not a TLS record: an HTTP client is told so in plain text, any
+ * other is dropped. */
+static void tls_refuse_plain(Conn *c, const unsigned char *data) {
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                 "Content-Length: 45\r\nConnection: close\r\n\r\n"
+                                 "this port speaks TLS: use https:// or wss://\n";
+    if (data[0] >= 'A' && data[0] <= 'Z') {
+        ssize_t sent = send(c->fd, answer, sizeof answer - 1, MSG_NOSIGNAL);
+        (void)sent;  /* best effort: the connection closes either way */
+    }
+    conn_gone(c, 1);
+}
+
+/* Ciphertext arrived: the TLS handshake, then the plaintext as on a plain port, in batches of up to
+ * READ_SIZE (several records), until the SSL object needs more input. */
+static void tls_readable(Conn *c) {
+    static unsigned char data[READ_SIZE], plain[READ_SIZE];
+    ssize_t got = recv(c->fd, data, READ_SIZE, 0);
+    if (got <= 0) {
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        conn_gone(c, 1);
+        return;
+    }
+    if (SSL_in_before(c->ssl) && data[0] != 0x16) {  /* 0x16: a handshake record */
+        tls_refuse_plain(c, data);
+        return;
+    }
+    tls_input = data;
+    tls_input_size = (size_t)got;
+    int error = SSL_ERROR_NONE;
+    while (c->state < SHUT && error == SSL_ERROR_NONE) {
+        if (!SSL_is_init_finished(c->ssl)) {
+            int done = SSL_do_handshake(c->ssl);
+            if (done <= 0) error = SSL_get_error(c->ssl, done);
+            continue;
+        }
+        size_t filled = 0, n;
+        while (filled < READ_SIZE) {
+            if (!SSL_read_ex(c->ssl, plain + filled, READ_SIZE - filled, &n)) {
+                error = SSL_get_error(c->ssl, 0);
+                break;
+            }
+            filled += n;
+        }
+        if (filled) conn_received(c, plain, filled);
+    }
+    tls_input = NULL;
+    tls_input_size = 0;
+    ERR_clear_error();
+    if (c->state >= SHUT) return;
+    if (error != SSL_ERROR_WANT_READ) {
+        /* The client's close_notify, or a failed handshake: its alert goes out first if it can. */
+        if (c->out.len > c->out_at) {
+            ssize_t sent = send(c->fd, c->out.data + c->out_at, c->out.len - c->out_at, MSG_NOSIGNAL);
+            (void)sent;
+        }
+        conn_gone(c, 1);
+        return;
+    }
+    if (c->out.len > c->out_at && !(c->events & EPOLLOUT)) conn_push(c, 1);
+}
+#endif
+
 static void conn_readable(Conn *c) {
     static unsigned char data[READ_SIZE];
+#ifdef DIESEL_TLS
+    if (c->ssl) {
+        tls_readable(c);
+        if (c->state >= SHUT) {
+            buffer_free(&c->in);
+            buffer_free(&c->parts);
+        }
+        return;
+    }
+#endif
     ssize_t got = recv(c->fd, data, READ_SIZE, 0);
     if (got <= 0) {
         if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -745,7 +1154,7 @@ static void wire_accept(Wire *w) {
         c->state = HANDSHAKE;
         c->reading = 1;
         c->alive = 1;
-        c->pinged = c->in_parts = c->parts_text = c->linger = 0;
+        c->pinged = c->in_parts = c->parts_text = c->linger = c->deflate = c->parts_deflated = 0;
         c->events = EPOLLIN;
         c->session = c->timer = c->handle = c->on_body = NULL;
         c->body_size = 0;
@@ -756,6 +1165,24 @@ static void wire_accept(Wire *w) {
         if (address.ss_family == AF_INET) memcpy(c->peer, &((struct sockaddr_in *)&address)->sin_addr, 4);
         else if (address.ss_family == AF_INET6) memcpy(c->peer, &((struct sockaddr_in6 *)&address)->sin6_addr, 16);
         else c->peer_family = 0;
+#ifdef DIESEL_TLS
+        c->ssl = NULL;
+        if (w->tls) {
+            BIO *bio = BIO_new(tls_bio_method);
+            c->ssl = bio ? SSL_new(w->tls) : NULL;
+            if (c->ssl == NULL) {
+                BIO_free(bio);
+                ERR_clear_error();
+                c->fd = -1;
+                Py_DECREF(c);
+                close(fd);
+                return;
+            }
+            BIO_set_data(bio, c);
+            SSL_set_bio(c->ssl, bio, bio);
+            SSL_set_accept_state(c->ssl);
+        }
+#endif
         handshaking_add(w, c);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &e);  /* the set's reference is the new object's */
@@ -771,6 +1198,17 @@ static void wire_accept(Wire *w) {
 /* -- Conn: the core's session.Connection ----------------------------------------------------- */
 
 static PyObject *Conn_write(Conn *c, PyObject *data) {
+#ifdef DIESEL_DEFLATE
+    if (c->deflate && PyBytes_CheckExact(data) && c->state < SHUT) {
+        PyObject *deflated = deflate_cached(c->wire, c->deflate, data);
+        if (deflated != NULL) {
+            conn_send(c, (const unsigned char *)PyBytes_AS_STRING(deflated), (size_t)PyBytes_GET_SIZE(deflated));
+            Py_DECREF(deflated);
+            return PyLong_FromSize_t(c->state == GONE ? 0 : c->out.len - c->out_at);
+        }
+        PyErr_Clear();  /* out of memory: the frames as they are, which are valid too */
+    }
+#endif
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     conn_send(c, view.buf, (size_t)view.len);
@@ -839,6 +1277,9 @@ static PyObject *Conn_accept(Conn *c, PyObject *args) {
         /* Open before the 101 goes out: if the send fails, the session hears of it. */
         handshaking_remove(c);
         c->state = OPEN;
+        /* Compression as negotiated for the head, if the answer given still says so. */
+        if (c->deflate && memmem(response.buf, (size_t)response.len, DEFLATE_ANSWER, sizeof DEFLATE_ANSWER - 1) == NULL)
+            c->deflate = 0;
         Py_XSETREF(c->session, Py_NewRef(session));
         conn_send(c, response.buf, (size_t)response.len);
     }
@@ -887,6 +1328,9 @@ static PyObject *Conn_direct(Conn *c, PyObject *args) {
 }
 
 static void Conn_dealloc(Conn *c) {
+#ifdef DIESEL_TLS
+    if (c->ssl) SSL_free(c->ssl);
+#endif
     buffer_free(&c->in);
     buffer_free(&c->parts);
     buffer_free(&c->out);
@@ -989,17 +1433,63 @@ static PyObject *Wire_fileno(Wire *w, PyObject *unused) {
     return PyLong_FromLong(w->ep);
 }
 
+#ifdef DIESEL_TLS
+/* A server context for a certificate chain and its key (PEM files), or NULL with a ValueError. */
+static SSL_CTX *tls_context(const char *certfile, const char *keyfile) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    const char *failed = NULL;
+    if (ctx == NULL) failed = "cannot make a TLS context";
+    else if (!SSL_CTX_use_certificate_chain_file(ctx, certfile)) failed = "cannot load the certificate";
+    else if (!SSL_CTX_use_PrivateKey_file(ctx, keyfile, SSL_FILETYPE_PEM)) failed = "cannot load the private key";
+    else if (!SSL_CTX_check_private_key(ctx)) failed = "the private key does not match the certificate";
+    unsigned long code = ERR_peek_last_error();
+    if (failed && ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
+        failed = "the private key does not match the certificate";
+    if (failed) {
+        char detail[256] = "";
+        if (code) ERR_error_string_n(code, detail, sizeof detail);
+        ERR_clear_error();
+        PyErr_Format(PyExc_ValueError, "%s (%s, %s)%s%s", failed, certfile, keyfile, *detail ? ": " : "", detail);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+    /* No read or write buffers held by an idle connection; no server-side session cache (tickets
+     * resume sessions without one). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    return ctx;
+}
+#endif
+
+static PyObject *Wire_load_tls(Wire *w, PyObject *args) {
+    const char *certfile, *keyfile;
+    if (!PyArg_ParseTuple(args, "ss", &certfile, &keyfile)) return NULL;
+#ifdef DIESEL_TLS
+    SSL_CTX *ctx = tls_context(certfile, keyfile);
+    if (ctx == NULL) return NULL;
+    if (w->tls) SSL_CTX_free(w->tls);  /* connections made with it hold their own reference */
+    w->tls = ctx;
+    Py_RETURN_NONE;
+#else
+    PyErr_SetString(PyExc_ValueError, "the C wire was built without TLS (OpenSSL's headers were missing)");
+    return NULL;
+#endif
+}
+
 static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"listener", "on_head", "on_message", "on_finish", "on_lost", "on_failed", "outbox",
                             "loop", "log", "max_message_size", "max_head_size", "handshake_timeout",
-                            "close_timeout", NULL};
+                            "close_timeout", "compression", NULL};
     int listener;
     PyObject *on_head, *on_message, *on_finish, *on_lost, *on_failed, *outbox, *loop, *log;
     Py_ssize_t max_message, max_head;
     double handshake_timeout, close_timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd", names, &listener, &on_head, &on_message,
+    int compression = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd|p", names, &listener, &on_head, &on_message,
                                      &on_finish, &on_lost, &on_failed, &outbox, &loop, &log, &max_message,
-                                     &max_head, &handshake_timeout, &close_timeout))
+                                     &max_head, &handshake_timeout, &close_timeout, &compression))
         return NULL;
     Wire *w = (Wire *)type->tp_alloc(type, 0);
     if (w == NULL) return NULL;
@@ -1027,6 +1517,9 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     w->max_head = max_head;
     w->handshake_timeout = handshake_timeout;
     w->close_timeout = close_timeout;
+#ifdef DIESEL_DEFLATE
+    w->compression = compression;
+#endif
     /* Accepted sockets inherit TCP_NODELAY from the listening one on Linux: one system call per
      * server instead of one per connection. TCP_DEFER_ACCEPT: a connection is handed over once its
      * client has sent something (a WebSocket client always speaks first), as Bun's listener does. */
@@ -1044,6 +1537,26 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
 
 static void Wire_dealloc(Wire *w) {
     if (w->ep >= 0) close(w->ep);
+#ifdef DIESEL_TLS
+    if (w->tls) SSL_CTX_free(w->tls);
+#endif
+#ifdef DIESEL_DEFLATE
+    for (int i = 0; i < 8; i++)
+        if (w->deflaters[i]) {
+            deflateEnd(w->deflaters[i]);
+            free(w->deflaters[i]);
+        }
+    if (w->inflater) {
+        inflateEnd(w->inflater);
+        free(w->inflater);
+    }
+    buffer_free(&w->inflated);
+    buffer_free(&w->deflated);
+    for (int i = 0; i < DEFLATE_CACHE; i++) {
+        Py_XDECREF(w->cache_key[i]);
+        Py_XDECREF(w->cache_value[i]);
+    }
+#endif
     Py_XDECREF(w->on_head);
     Py_XDECREF(w->on_message);
     Py_XDECREF(w->on_finish);
@@ -1062,6 +1575,9 @@ static PyMethodDef Wire_methods[] = {
      "Drop connections past their handshake deadline; accept again if descriptors ran out."},
     {"stop_accepting", (PyCFunction)Wire_stop_accepting, METH_NOARGS, NULL},
     {"fileno", (PyCFunction)Wire_fileno, METH_NOARGS, "The epoll descriptor, for the asyncio loop to watch."},
+    {"load_tls", (PyCFunction)Wire_load_tls, METH_VARARGS,
+     "load_tls(certfile, keyfile): serve new connections over TLS with this certificate chain and key (PEM); "
+     "connections already open keep theirs. ValueError, with OpenSSL's reason, if they cannot be used."},
     {NULL},
 };
 
@@ -1073,6 +1589,10 @@ static PyMemberDef Wire_members[] = {
      "Time spent handling messages as they arrived (the handler's synchronous part, and its dispatch)."},
     {"direct_calls", T_ULONGLONG, offsetof(Wire, direct_calls), READONLY, "Messages the wire handed to an engine itself."},
     {"direct_frames", T_ULONGLONG, offsetof(Wire, direct_frames), READONLY, "Echoes the wire sent itself."},
+    {"messages_deflated", T_ULONGLONG, offsetof(Wire, messages_deflated), READONLY,
+     "Messages compressed (permessage-deflate), once however many clients they went to."},
+    {"messages_inflated", T_ULONGLONG, offsetof(Wire, messages_inflated), READONLY,
+     "Compressed messages received and inflated."},
     {NULL},
 };
 
@@ -1080,7 +1600,8 @@ static PyTypeObject WireType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dieselengine._wire.Wire",
     .tp_doc = "Wire(listener, on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log, "
-              "max_message_size, max_head_size, handshake_timeout, close_timeout): the server's sockets.",
+              "max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False): the "
+              "server's sockets; with compression, permessage-deflate is negotiated when a client offers it.",
     .tp_basicsize = sizeof(Wire),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = Wire_new,
@@ -1302,8 +1823,78 @@ static int has_token(const char *value, size_t size, const char *token) {
 
 static PyObject *refused(int status, const char *reason) { return Py_BuildValue("(is)", status, reason); }
 
-/* RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason). */
-static PyObject *upgrade_answer(const char *method, size_t method_size, const char *headers, size_t size) {
+/* A parameter's value as a window size (8-15; quotes allowed, RFC 7692 section 7.1.2), else -1. */
+static int window_bits(const char *value, size_t n) {
+    if (n >= 2 && value[0] == '"' && value[n - 1] == '"') value++, n -= 2;
+    if (n == 1 && value[0] >= '8' && value[0] <= '9') return value[0] - '0';
+    if (n == 2 && value[0] == '1' && value[1] >= '0' && value[1] <= '5') return 10 + value[1] - '0';
+    return -1;
+}
+
+/* One extension offer (between commas): its server_max_window_bits (15 when not given) if it is a
+ * valid permessage-deflate offer we accept, else 0; `asked` is set when the client named a window. */
+static int deflate_offer(const char *p, const char *end, int *asked) {
+    static const char name[] = "permessage-deflate";
+    int seen[4] = {0}, bits = 15;
+    *asked = 0;
+    for (int first = 1; p < end; first = 0) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *stop = semi ? semi : end, *start = p, *equals;
+        while (start < stop && (*start == ' ' || *start == '\t')) start++;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t')) stop--;
+        p = semi ? semi + 1 : end;
+        if (first) {
+            if ((size_t)(stop - start) != sizeof name - 1 || strncasecmp(start, name, sizeof name - 1) != 0) return 0;
+            continue;
+        }
+        equals = memchr(start, '=', (size_t)(stop - start));
+        const char *key_end = equals ? equals : stop, *value = equals ? equals + 1 : NULL;
+        while (key_end > start && (key_end[-1] == ' ' || key_end[-1] == '\t')) key_end--;
+        while (value && value < stop && (*value == ' ' || *value == '\t')) value++;
+        size_t key = (size_t)(key_end - start), value_size = value ? (size_t)(stop - value) : 0;
+        int which = key == 26 && strncasecmp(start, "server_no_context_takeover", 26) == 0   ? 0
+                    : key == 26 && strncasecmp(start, "client_no_context_takeover", 26) == 0 ? 1
+                    : key == 22 && strncasecmp(start, "server_max_window_bits", 22) == 0     ? 2
+                    : key == 22 && strncasecmp(start, "client_max_window_bits", 22) == 0     ? 3
+                                                                                            : -1;
+        if (which < 0 || seen[which]++) return 0;  /* unknown or repeated: this offer is declined */
+        if (which <= 1 && value) return 0;
+        if (which == 2) {
+            bits = value ? window_bits(value, value_size) : -1;
+            if (bits < 0) return 0;
+            *asked = 1;
+        }
+        if (which == 3 && value && window_bits(value, value_size) < 0) return 0;
+    }
+    return bits;
+}
+
+/* The first acceptable permessage-deflate offer in the request's Sec-WebSocket-Extensions headers:
+ * its window bits, or 0; `asked` as for deflate_offer. */
+static int deflate_negotiate(const char *headers, size_t size, int *asked) {
+    const char *line = headers, *end = headers + size;
+    while (line < end) {
+        const char *next = memmem(line, (size_t)(end - line), "\r\n", 2);
+        const char *stop = next ? next : end;
+        if ((size_t)(stop - line) > 25 && strncasecmp(line, "sec-websocket-extensions:", 25) == 0) {
+            const char *p = line + 25;
+            while (p < stop) {
+                const char *comma = memchr(p, ',', (size_t)(stop - p));
+                int bits = deflate_offer(p, comma ? comma : stop, asked);
+                if (bits) return bits;
+                p = comma ? comma + 1 : stop;
+            }
+        }
+        line = next ? next + 2 : end;
+    }
+    return 0;
+}
+
+/* RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason). With
+ * `compression`, a permessage-deflate offer is accepted and `deflate` set to its window bits. */
+static PyObject *upgrade_answer(const char *method, size_t method_size, const char *headers, size_t size,
+                                int compression, unsigned char *deflate) {
+    *deflate = 0;
     if (method_size != 3 || memcmp(method, "GET", 3) != 0) return refused(405, "WebSocket upgrades use GET");
     const char *value[H_COUNT];
     size_t n[H_COUNT];
@@ -1333,11 +1924,20 @@ static PyObject *upgrade_answer(const char *method, size_t method_size, const ch
     accept[27] = '=';
     static const char before[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                  "Sec-WebSocket-Accept: ";
-    char response[sizeof before - 1 + 28 + 4];
+    char response[sizeof before - 1 + 28 + 160];
+    size_t at = sizeof before - 1 + 28;
     memcpy(response, before, sizeof before - 1);
     memcpy(response + sizeof before - 1, accept, 28);
-    memcpy(response + sizeof before - 1 + 28, "\r\n\r\n", 4);
-    return PyBytes_FromStringAndSize(response, sizeof response);
+    int asked = 0, bits = compression ? deflate_negotiate(headers, size, &asked) : 0;
+    if (bits) {
+        /* No context takeover either way: what lets the wire keep no zlib state per connection. */
+        at += (size_t)sprintf(response + at, "%s; server_no_context_takeover; client_no_context_takeover",
+                              DEFLATE_ANSWER);
+        if (asked) at += (size_t)sprintf(response + at, "; server_max_window_bits=%d", bits);
+        *deflate = (unsigned char)bits;
+    }
+    memcpy(response + at, "\r\n\r\n", 4);
+    return PyBytes_FromStringAndSize(response, (Py_ssize_t)(at + 4));
 }
 
 /* A head refused before routing: no method, and the (status, reason) to answer with. */
@@ -1355,7 +1955,8 @@ static int refused_parts(PyObject *parts[HEAD_PARTS], int status, const char *re
 /* Method, path and query (the target split at the first "?", latin-1), the raw header block, and
  * the answer to the head as an upgrade; a malformed request line is refused with 400. 0, or -1
  * with a Python error (the parts made so far are the caller's to release). */
-static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PARTS]) {
+static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PARTS], int compression,
+                         unsigned char *deflate) {
     const char *eol = memmem(head, size, "\r\n", 2);
     size_t line = eol ? (size_t)(eol - head) : size;
     const char *headers = eol ? eol + 2 : head + size;
@@ -1375,17 +1976,20 @@ static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PAR
     parts[HEAD_QUERY] = mark ? PyUnicode_DecodeLatin1(mark + 1, (Py_ssize_t)(target_size - path_size - 1), NULL)
                              : PyUnicode_FromStringAndSize("", 0);
     parts[HEAD_HEADERS] = PyBytes_FromStringAndSize(headers, (Py_ssize_t)headers_size);
-    parts[HEAD_ANSWER] = upgrade_answer(head, (size_t)(space1 - head), headers, headers_size);
+    parts[HEAD_ANSWER] = upgrade_answer(head, (size_t)(space1 - head), headers, headers_size, compression, deflate);
     for (int i = 0; i < HEAD_PARTS; i++)
         if (parts[i] == NULL) return -1;
     return 0;
 }
 
-static PyObject *wire_request_head(PyObject *module, PyObject *arg) {
+static PyObject *wire_request_head(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"head", "compression", NULL};
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    int compression = 0;
+    unsigned char deflate;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|p", names, &view, &compression)) return NULL;
     PyObject *parts[HEAD_PARTS] = {NULL}, *result = NULL;
-    if (request_parts(view.buf, (size_t)view.len, parts) == 0)
+    if (request_parts(view.buf, (size_t)view.len, parts, compression, &deflate) == 0)
         result = PyTuple_Pack(HEAD_PARTS, parts[0], parts[1], parts[2], parts[3], parts[4]);
     for (int i = 0; i < HEAD_PARTS; i++) Py_XDECREF(parts[i]);
     PyBuffer_Release(&view);
@@ -1405,10 +2009,11 @@ static PyObject *wire_valid_close_code(PyObject *module, PyObject *code) {
 static PyMethodDef module_methods[] = {
     {"valid_close_code", wire_valid_close_code, METH_O,
      "valid_close_code(code) -> whether a close frame may carry it (the wire checks clients' with the same rule)."},
-    {"request_head", wire_request_head, METH_O,
-     "request_head(head) -> (method, path, query, raw_headers, answer), what the wire hands `on_head` for a "
-     "request head without its final blank line. answer is the 101 response when the head is a valid "
-     "WebSocket upgrade, else (status, reason); method is None when the request line is malformed."},
+    {"request_head", (PyCFunction)(void (*)(void))wire_request_head, METH_VARARGS | METH_KEYWORDS,
+     "request_head(head, compression=False) -> (method, path, query, raw_headers, answer), what the wire hands "
+     "`on_head` for a request head without its final blank line. answer is the 101 response when the head is "
+     "a valid WebSocket upgrade (accepting a permessage-deflate offer with compression), else (status, reason); "
+     "method is None when the request line is malformed."},
     {"frame", wire_frame, METH_O,
      "frame(message) -> bytes: one final, unmasked frame (servers never mask): text for a str, binary "
      "for bytes-like. Encoded once, however many clients it goes to."},
@@ -1423,8 +2028,30 @@ PyMODINIT_FUNC PyInit__wire(void) {
     str_queued = PyUnicode_InternFromString("queued");
     zero = PyLong_FromLong(0);
     if (str_busy == NULL || str_queued == NULL || zero == NULL) return NULL;
+#ifdef DIESEL_TLS
+    tls_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "dieselengine wire");
+    if (tls_bio_method == NULL || !BIO_meth_set_write(tls_bio_method, tls_bio_write) ||
+        !BIO_meth_set_read(tls_bio_method, tls_bio_read) || !BIO_meth_set_ctrl(tls_bio_method, tls_bio_ctrl) ||
+        !BIO_meth_set_create(tls_bio_method, tls_bio_create))
+        return PyErr_NoMemory();
+#endif
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+#ifdef DIESEL_TLS
+    int tls = 1;
+#else
+    int tls = 0;
+#endif
+#ifdef DIESEL_DEFLATE
+    int deflate = 1;
+#else
+    int deflate = 0;
+#endif
+    if (PyModule_AddObjectRef(m, "TLS", tls ? Py_True : Py_False) < 0 ||
+        PyModule_AddObjectRef(m, "DEFLATE", deflate ? Py_True : Py_False) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "Wire", (PyObject *)&WireType) < 0 ||
         PyModule_AddObjectRef(m, "Conn", (PyObject *)&ConnType) < 0 ||
         PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0) {

@@ -548,7 +548,7 @@ class Wire:
                  on_finish: Callable[[Any, str, object, bool], None], on_lost: Callable[[Any], None],
                  on_failed: Callable[[Any, int, str], None], outbox: Any, loop: asyncio.AbstractEventLoop,
                  log: logging.Logger, max_message_size: int, max_head_size: int, handshake_timeout: float,
-                 close_timeout: float) -> None:
+                 close_timeout: float, compression: bool = False) -> None:
         self.on_head = on_head
         self.on_message = on_message
         self.on_finish = on_finish
@@ -561,6 +561,7 @@ class Wire:
         self.max_head = max_head_size
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
+        self.compression = compression
         self.bytes_in = 0
         self.bytes_out = 0
         self.messages_in = 0
@@ -633,6 +634,9 @@ class Wire:
                 break
             conn._gone(True)
         self.listen_again()
+
+    def load_tls(self, certfile: str, keyfile: str) -> None:
+        raise ValueError("the portable wire does not serve TLS yet; use --wire c")
 
     def stop_accepting(self) -> None:
         if self._listener is not None:
