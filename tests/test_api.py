@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -254,19 +254,10 @@ def test_close_a_session(node: RunningServer) -> None:
 
 # -- across a cluster ----------------------------------------------------------------------------
 
-from test_cluster import REDIS_SERVER, Redis  # noqa: E402
+from test_cluster import REDIS_SERVER, Redis, redis  # noqa: E402,F401 (redis: the fixture)
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = Redis(folder)
-    server.start()
-    yield server
-    server.kill()
+needs_redis = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
 
 
 def wait_for(check: Callable[[], object], timeout: float = 10.0) -> None:
@@ -277,6 +268,7 @@ def wait_for(check: Callable[[], object], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+@needs_redis
 def test_the_api_of_one_node_reaches_the_whole_cluster(serve: Callable[..., RunningServer], app: Path,
                                                        redis: Redis) -> None:
     one = serve(app, "--api-key", KEY, "--cluster", redis.url)
@@ -310,6 +302,7 @@ def test_the_api_of_one_node_reaches_the_whole_cluster(serve: Callable[..., Runn
         wait_for(lambda: request(one, "GET", "/api/rooms/a%2Fb%20c")[2] == {"name": "a/b c", "members": 1})
 
 
+@needs_redis
 def test_closing_through_an_unreachable_cluster_says_so(serve: Callable[..., RunningServer], app: Path,
                                                         redis: Redis) -> None:
     one = serve(app, "--api-key", KEY, "--cluster", redis.url)
