@@ -14,6 +14,13 @@ import websockets
 
 from conftest import write_scripts
 
+BURST = r'''
+export async function onMessage(session, url) {
+  const results = await Promise.allSettled(Array.from({ length: 70 }, () => fetch(url)));
+  session.send(JSON.stringify(results.map((r) => r.status === "fulfilled" ? "ok" : r.reason.message)));
+}
+'''
+
 SCRIPT = r'''
 export async function onMessage(session, message) {
   const [url, init, abortAfter] = JSON.parse(message);
@@ -87,7 +94,7 @@ def backend():
 
 def test_fetch_to_an_allowed_origin(serve, tmp_path, backend):
     Backend.other = backend.replace("127.0.0.1", "localhost")
-    server = serve(write_scripts(tmp_path / "app", {"api.js": SCRIPT}), "--allow-fetch", backend,
+    server = serve(write_scripts(tmp_path / "app", {"api.js": SCRIPT, "burst.js": BURST}), "--allow-fetch", backend,
                    "--fetch-timeout", "1", "--fetch-max-size", "1M")
 
     async def ask(ws, url, init=None, abort_after=0):
@@ -130,15 +137,25 @@ def test_fetch_to_an_allowed_origin(serve, tmp_path, backend):
                 second = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert "--fetch-timeout" in first["message"] and second["status"] == 200
 
+        # At most 64 fetches in flight in the process: the rest reject at once.
+        async with websockets.connect(server.url("/ws/burst")) as ws:
+            await ws.send(f"{backend}/slow")
+            results = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert sum("in flight" in r for r in results) == 6, results
+            assert sum("--fetch-timeout" in r for r in results) == 64
+
     asyncio.run(asyncio.wait_for(main(), 60))
     status, text = server.http("/metrics")
     origin = backend
     assert f'diesel_fetches_total{{origin="{origin}",outcome="2xx"}} ' in text, text
     assert f'diesel_fetches_total{{origin="{origin}",outcome="5xx"}} 1.0' in text
-    assert f'diesel_fetches_total{{origin="{origin}",outcome="timeout"}} 2.0' in text
+    assert f'diesel_fetches_total{{origin="{origin}",outcome="timeout"}} 66.0' in text
+    assert f'diesel_fetches_total{{origin="{origin}",outcome="busy"}} 6.0' in text
     assert f'diesel_fetches_total{{origin="{origin}",outcome="too large"}} 1.0' in text
     assert f'diesel_fetches_total{{origin="{origin}",outcome="redirect refused"}} 1.0' in text
     assert 'diesel_fetches_total{origin="(not allowed)",outcome="refused"} 2.0' in text
+    assert server.stop() == 0
+    assert "Unclosed" not in server.log()  # the connection pool is closed on shutdown
 
 
 def test_fetch_without_allowed_origins_rejects(serve, tmp_path, backend):

@@ -251,3 +251,33 @@ def test_readme_chat_validates_and_saves(serve, app):
     assert [path for path, _ in saved] == ["/messages"] * 3
     assert saved[0][1] == {k: first[k] for k in ("id", "from", "text", "at")}
     assert "not saved: the backend answered 503" in server.log()
+
+
+def test_declarations_type_check(tmp_path):
+    """dieselengine.d.ts declares the web APIs: a handler using them compiles with TypeScript's strict
+    checks and no lib.dom (the sandbox's globals are those the file declares)."""
+    folder = tmp_path / "ts"
+    npm_install(folder, {"typescript": "5.7.2"})
+    shutil.copy(Path(__file__).resolve().parents[1] / "src" / "dieselengine" / "dieselengine.d.ts", folder)
+    (folder / "handler.ts").write_text('''/// <reference path="dieselengine.d.ts" />
+import type { WebSocketSession } from "dieselengine";
+export async function onMessage(session: WebSocketSession, message: string | Uint8Array) {
+  const text = typeof message === "string" ? message : new TextDecoder("utf-8", { fatal: true }).decode(message);
+  const url = new URL("/x?y=1", "https://e.com");
+  url.searchParams.append("id", crypto.randomUUID());
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  const key = await crypto.subtle.importKey("raw", new Uint8Array(8), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const signature: ArrayBuffer = await crypto.subtle.sign("HMAC", key, digest);
+  const reply = await fetch(url, { method: "POST", body: JSON.stringify({ a: 1 }), signal: AbortSignal.timeout(1000) });
+  const data: unknown = await reply.json();
+  const copy = structuredClone(new Map([[1, 2]]));
+  session.send(JSON.stringify({ data, n: copy.size, t: performance.now(), s: signature.byteLength }));
+}
+const wrong: number = new URL("x").href;
+''')
+    result = subprocess.run([str(folder / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--lib", "es2023",
+                             "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler",
+                             "handler.ts"], cwd=folder, capture_output=True, text=True, timeout=120)
+    # The deliberate mistake on the last line is the only error: the rest type-checks.
+    assert result.stdout.count("error TS") == 1, result.stdout
+    assert "handler.ts(15,7): error TS2322: Type 'string' is not assignable to type 'number'" in result.stdout

@@ -9,9 +9,12 @@
 // Or, in plain JavaScript, with JSDoc: `/** @param {WebSocketSession} session */`. The file ships in
 // the Python package (`python -c "import dieselengine, pathlib; print(pathlib.Path(dieselengine.__file__).parent)"`).
 //
-// Scripts run in a sandbox: the JavaScript language, `console`, `server`, timers and `queueMicrotask`; no
-// file system, network, process or environment. Only relative imports of `.js` helper modules
-// inside the served folder (`import { fmt } from "./_util.js"`) are allowed.
+// Scripts run in a sandbox: the JavaScript language, `console`, `server`, timers, `queueMicrotask` and
+// the web APIs declared at the end (TextEncoder, URL, crypto, fetch, ...); no file system, process or
+// environment, no network but fetch() to the origins `--allow-fetch` names. Imports: helpers by a
+// relative path (`import { fmt } from "./_util.js"`) and npm packages from the served folder's
+// node_modules (`import { z } from "zod"`). Compile with `"lib": ["es2023"]` and without "dom":
+// this file declares the web APIs the sandbox has, and lib.dom would promise many it has not.
 
 /** What `send`, `broadcast` and `broadcastExcept` accept: a string is a text frame, bytes a binary frame. */
 type WebSocketPayload = string | ArrayBuffer | ArrayBufferView;
@@ -126,3 +129,215 @@ declare function setInterval<A extends any[]>(callback: (...args: A) => void, ms
 declare function clearTimeout(id: number | undefined): void;
 declare function clearInterval(id: number | undefined): void;
 declare function queueMicrotask(callback: () => void): void;
+
+// ---- the web APIs (src/dieselengine/js/web/*.js), as the WHATWG and W3C specs define them ------
+
+declare class TextEncoder {
+  readonly encoding: "utf-8";
+  encode(input?: string): Uint8Array;
+  encodeInto(source: string, destination: Uint8Array): { read: number; written: number };
+}
+/** UTF-8 only: any other label is a RangeError. */
+declare class TextDecoder {
+  constructor(label?: "utf-8" | "utf8" | "unicode-1-1-utf-8", options?: { fatal?: boolean; ignoreBOM?: boolean });
+  readonly encoding: "utf-8";
+  readonly fatal: boolean;
+  readonly ignoreBOM: boolean;
+  decode(input?: ArrayBuffer | ArrayBufferView, options?: { stream?: boolean }): string;
+}
+
+/** The WHATWG URL parser, without international domain names (a non-ASCII host is a TypeError). */
+declare class URL {
+  constructor(url: string | URL, base?: string | URL);
+  static canParse(url: string | URL, base?: string | URL): boolean;
+  static parse(url: string | URL, base?: string | URL): URL | null;
+  href: string;
+  readonly origin: string;
+  protocol: string;
+  username: string;
+  password: string;
+  host: string;
+  hostname: string;
+  port: string;
+  pathname: string;
+  search: string;
+  readonly searchParams: URLSearchParams;
+  hash: string;
+  toString(): string;
+  toJSON(): string;
+}
+declare class URLSearchParams implements Iterable<[string, string]> {
+  constructor(init?: string | Record<string, string> | Iterable<[string, string]> | URLSearchParams);
+  readonly size: number;
+  append(name: string, value: string): void;
+  delete(name: string, value?: string): void;
+  get(name: string): string | null;
+  getAll(name: string): string[];
+  has(name: string, value?: string): boolean;
+  set(name: string, value: string): void;
+  sort(): void;
+  forEach(callback: (value: string, key: string, parent: URLSearchParams) => void, thisArg?: any): void;
+  entries(): IterableIterator<[string, string]>;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<string>;
+  [Symbol.iterator](): IterableIterator<[string, string]>;
+  toString(): string;
+}
+
+/** Maps, Sets, Dates, RegExps, ArrayBuffers and views, Errors, plain objects and arrays, with cycles. */
+declare function structuredClone<T>(value: T, options?: { transfer?: ArrayBuffer[] }): T;
+declare function atob(data: string): string;
+declare function btoa(data: string): string;
+
+declare class CryptoKey {
+  readonly type: "secret";
+  readonly extractable: boolean;
+  readonly algorithm: { name: "HMAC"; hash: { name: string }; length: number };
+  readonly usages: ("sign" | "verify")[];
+}
+type HashAlgorithm = "SHA-1" | "SHA-256" | "SHA-384" | "SHA-512";
+type HmacParams = { name: "HMAC"; hash: HashAlgorithm | { name: HashAlgorithm }; length?: number };
+type BufferSource = ArrayBuffer | ArrayBufferView;
+/** Digests and HMAC, computed by the server (Python's hashlib and hmac); other algorithms reject. */
+declare class SubtleCrypto {
+  digest(algorithm: HashAlgorithm | { name: HashAlgorithm }, data: BufferSource): Promise<ArrayBuffer>;
+  importKey(format: "raw", keyData: BufferSource, algorithm: HmacParams, extractable: boolean,
+            usages: ("sign" | "verify")[]): Promise<CryptoKey>;
+  generateKey(algorithm: HmacParams, extractable: boolean, usages: ("sign" | "verify")[]): Promise<CryptoKey>;
+  exportKey(format: "raw", key: CryptoKey): Promise<ArrayBuffer>;
+  sign(algorithm: "HMAC" | { name: "HMAC" }, key: CryptoKey, data: BufferSource): Promise<ArrayBuffer>;
+  verify(algorithm: "HMAC" | { name: "HMAC" }, key: CryptoKey, signature: BufferSource, data: BufferSource): Promise<boolean>;
+}
+/** Randomness from the operating system's CSPRNG. */
+declare class Crypto {
+  readonly subtle: SubtleCrypto;
+  getRandomValues<T extends Int8Array | Uint8Array | Uint8ClampedArray | Int16Array | Uint16Array | Int32Array |
+                  Uint32Array | BigInt64Array | BigUint64Array>(array: T): T;
+  randomUUID(): `${string}-${string}-${string}-${string}-${string}`;
+}
+declare var crypto: Crypto;
+
+interface Performance {
+  now(): number;
+  readonly timeOrigin: number;
+}
+declare var performance: Performance;
+
+interface EventInit { bubbles?: boolean; cancelable?: boolean; composed?: boolean }
+declare class Event {
+  constructor(type: string, init?: EventInit);
+  readonly type: string;
+  readonly target: EventTarget | null;
+  readonly currentTarget: EventTarget | null;
+  readonly eventPhase: number;
+  readonly bubbles: boolean;
+  readonly cancelable: boolean;
+  readonly composed: boolean;
+  readonly defaultPrevented: boolean;
+  readonly isTrusted: boolean;
+  readonly timeStamp: number;
+  composedPath(): EventTarget[];
+  preventDefault(): void;
+  stopPropagation(): void;
+  stopImmediatePropagation(): void;
+}
+type EventListenerOrObject = ((event: Event) => void) | { handleEvent(event: Event): void };
+declare class EventTarget {
+  addEventListener(type: string, listener: EventListenerOrObject | null,
+                   options?: boolean | { capture?: boolean; once?: boolean; passive?: boolean; signal?: AbortSignal }): void;
+  removeEventListener(type: string, listener: EventListenerOrObject | null, options?: boolean | { capture?: boolean }): void;
+  /** Listeners' errors are logged, not thrown; returns false when a listener called preventDefault(). */
+  dispatchEvent(event: Event): boolean;
+}
+declare class AbortSignal extends EventTarget {
+  static abort(reason?: any): AbortSignal;
+  /** Aborts with a "TimeoutError" DOMException after ms (a timer on the server's event loop). */
+  static timeout(ms: number): AbortSignal;
+  static any(signals: Iterable<AbortSignal>): AbortSignal;
+  readonly aborted: boolean;
+  readonly reason: any;
+  onabort: ((event: Event) => void) | null;
+  throwIfAborted(): void;
+}
+declare class AbortController {
+  readonly signal: AbortSignal;
+  abort(reason?: any): void;
+}
+declare class DOMException extends Error {
+  constructor(message?: string, name?: string);
+  readonly code: number;
+}
+
+type HeadersInit = Headers | Record<string, string> | Iterable<[string, string]>;
+declare class Headers implements Iterable<[string, string]> {
+  constructor(init?: HeadersInit);
+  append(name: string, value: string): void;
+  delete(name: string): void;
+  get(name: string): string | null;
+  getSetCookie(): string[];
+  has(name: string): boolean;
+  set(name: string, value: string): void;
+  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: any): void;
+  entries(): IterableIterator<[string, string]>;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<string>;
+  [Symbol.iterator](): IterableIterator<[string, string]>;
+}
+/** A body is held whole: there are no streams in the sandbox (`body` is always null). */
+type BodyInit = string | ArrayBuffer | ArrayBufferView | URLSearchParams;
+interface Body {
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+}
+interface RequestInit {
+  method?: string;
+  headers?: HeadersInit;
+  body?: BodyInit | null;
+  signal?: AbortSignal | null;
+  redirect?: "follow" | "error" | "manual";
+}
+declare class Request implements Body {
+  constructor(input: string | URL | Request, init?: RequestInit);
+  readonly url: string;
+  readonly method: string;
+  readonly headers: Headers;
+  readonly signal: AbortSignal;
+  readonly redirect: "follow" | "error" | "manual";
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+  clone(): Request;
+}
+interface ResponseInit { status?: number; statusText?: string; headers?: HeadersInit }
+declare class Response implements Body {
+  constructor(body?: BodyInit | null, init?: ResponseInit);
+  static json(data: any, init?: ResponseInit): Response;
+  static error(): Response;
+  static redirect(url: string | URL, status?: 301 | 302 | 303 | 307 | 308): Response;
+  readonly status: number;
+  readonly statusText: string;
+  readonly ok: boolean;
+  readonly headers: Headers;
+  readonly type: "default" | "basic" | "error";
+  readonly url: string;
+  readonly redirected: boolean;
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+  clone(): Response;
+}
+/**
+ * An HTTP request run by the server, to the origins `--allow-fetch` names only (else, and for a
+ * redirect elsewhere, a TypeError), within `--fetch-timeout` and `--fetch-max-size`.
+ */
+declare function fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;

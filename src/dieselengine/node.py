@@ -89,6 +89,9 @@ class Server:
             await hub.bus.stop()
         for route in router:
             route.script.unload()
+        from .js.fetch import close as close_fetches  # JavaScript's fetch() connection pool, if any
+
+        await close_fetches(hub)
         log.info("stopped")
         return 0
 

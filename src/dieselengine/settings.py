@@ -99,6 +99,8 @@ class Settings:
 
     # internal knobs (no option)
     script_stack: int = 1 << 20
+    #: JavaScript fetch() requests in flight at once in a process (each may hold --fetch-max-size).
+    fetch_in_flight: int = 64
     #: Messages a session may have waiting for a busy (async) handler before reading from it pauses.
     inbox_size: int = 256
     #: How long a close handshake the server started may wait for the client's reply.

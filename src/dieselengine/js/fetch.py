@@ -4,7 +4,8 @@ A script's fetch leaves its context through the outbox; the request runs here on
 with aiohttp (no session waits on it; an async hook awaiting it keeps its session's order, as for
 any awaited promise), and its response or error goes back into the context. Every request is
 bounded: only allowed origins, every redirect hop checked against them (at most 20), the
-`--fetch-timeout` for the whole exchange, and the `--fetch-max-size` for the response body.
+`--fetch-timeout` for the whole exchange, the `--fetch-max-size` for the response body, and the
+number in flight per process (`Settings.fetch_in_flight`).
 `/metrics` counts requests by origin and outcome.
 """
 
@@ -71,12 +72,14 @@ class Fetcher:
     """The fetches of one server process: one connection pool, the allow list, the limits."""
 
     def __init__(self, allowed: Iterable[str], timeout: float, max_size: int,
-                 counts: dict[tuple[str, str], int]) -> None:
+                 counts: dict[tuple[str, str], int], max_in_flight: int) -> None:
         self.allowed = frozenset(allowed)
         self.timeout = timeout
         self.max_size = max_size
         #: (origin, outcome) -> requests; outcome is the status class ("2xx") or what failed.
         self.counts = counts
+        self.in_flight = 0
+        self.max_in_flight = max_in_flight
         self._session: aiohttp.ClientSession | None = None
 
     def _count(self, origin: str, outcome: str) -> None:
@@ -96,6 +99,12 @@ class Fetcher:
     async def fetch(self, url: str, method: str, headers: list[str], body: bytes | None,
                     redirect: str) -> Response:
         origin = self.check(url)
+        if self.in_flight >= self.max_in_flight:
+            # Responses are held whole until the script reads them: their number is bounded too.
+            self._count(origin, "busy")
+            raise FetchError(f"fetch failed: {self.max_in_flight} fetches are already in flight in this server",
+                             "busy")
+        self.in_flight += 1
         try:
             return await asyncio.wait_for(self._exchange(url, origin, method, headers, body, redirect), self.timeout)
         except asyncio.TimeoutError:
@@ -112,6 +121,8 @@ class Fetcher:
         except OSError as exc:
             self._count(origin, "error")
             raise FetchError(f"fetch failed: {url}: {exc.strerror or exc}", "error") from None
+        finally:
+            self.in_flight -= 1
 
     async def _exchange(self, url: str, origin: str, method: str, header_list: list[str], body: bytes | None,
                         redirect: str) -> Response:
@@ -175,7 +186,7 @@ def fetcher_for(hub: Hub) -> Fetcher:
     if fetcher is None:
         settings = hub.settings
         fetcher = _fetchers[hub] = Fetcher(settings.allow_fetch, settings.fetch_timeout, settings.fetch_max_size,
-                                           hub.stats.fetches)
+                                           hub.stats.fetches, settings.fetch_in_flight)
     return fetcher
 
 
