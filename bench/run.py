@@ -6,7 +6,8 @@ for a core and the generator's own CPU time (it reports getrusage) shows whether
 the server, was the limit. Every scenario gets a fresh server process so RSS figures start clean.
 
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
-                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,uvloop-floor,c-floor,c-floor-py,c-floor-js]
+                        [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,
+                                   diesel-js-asyncio,diesel-py-asyncio,uvloop-floor,c-floor,c-floor-py,c-floor-js]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
@@ -46,7 +47,8 @@ P99_LIMIT_MS = 50.0
 SLOW_SIZE = 1024
 SIO_QUERY = "?EIO=4&transport=websocket&route="
 ALL_SCENARIOS = ["fanout", "echo", "idle", "slow", "churn"]
-ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py", "uvloop-floor",
+ALL_SERVERS = ["bun", "node-ws", "socketio", "python-socketio", "websockets", "diesel-js", "diesel-py",
+               "diesel-js-asyncio", "diesel-py-asyncio", "uvloop-floor",
                "c-floor", "c-floor-py", "c-floor-js"]
 PY_DEPS = {"socketio": "python-socketio", "uvicorn": "uvicorn", "websockets": "websockets",
            "uvloop": "uvloop", "httptools": "httptools"}  # uvicorn ws="websockets-sansio" needs websockets >= 13
@@ -124,12 +126,13 @@ SERVER_DEFS: dict[str, ServerDef] = {
     "websockets": ServerDef("websockets",
                             lambda p: [sys.executable, str(SERVERS_DIR / "websockets_server.py"), str(p)],
                             needs=need_py_peers),
-    "diesel-js": ServerDef("diesel-js", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"),
-                                                   "--host", "127.0.0.1", "--port", str(p)],
-                           health="http", needs=need_diesel),
-    "diesel-py": ServerDef("diesel-py", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_py"),
-                                                   "--host", "127.0.0.1", "--port", str(p)],
-                           health="http", needs=need_diesel),
+    # dieselengine on each wire: the C one (`diesel-js`, `diesel-py`) and the portable one (`-asyncio`).
+    **{f"diesel-{lang}{suffix}": ServerDef(
+        f"diesel-{lang}{suffix}",
+        lambda p, lang=lang, wire=wire: [diesel_bin(), "serve", str(SERVERS_DIR / f"diesel_{lang}"), "--wire", wire,
+                                         "--host", "127.0.0.1", "--port", str(p)],
+        health="http", needs=need_diesel)
+       for lang in ("js", "py") for suffix, wire in (("", "c"), ("-asyncio", "asyncio"))},
     # Not a peer: the ceiling for any Python server on uvloop (servers/uvloop_floor.py).
     "uvloop-floor": ServerDef("uvloop-floor",
                               lambda p: [sys.executable, str(SERVERS_DIR / "uvloop_floor.py"), str(p)],
