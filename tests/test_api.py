@@ -160,6 +160,24 @@ def test_broadcast_refuses_bad_bodies(node: RunningServer) -> None:
     assert api_metric(node, "/api/rooms/{name}/broadcast", 413) == 2
 
 
+def test_bodies_being_read_at_once_have_a_budget(serve: Callable[..., RunningServer], app: Path) -> None:
+    """64 MiB of bodies in flight at most (four of 16M here): the fifth waits its turn with 503,
+    and a client that drops its connection mid-body gives its share back."""
+    node = serve(app, "--api-key", KEY, "--max-message-size", "16M")
+    head = (f"POST /api/rooms/lobby/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Length: {16 << 20}\r\n\r\n").encode() + b"x" * 1000
+    slow = [socket.create_connection(("127.0.0.1", node.port), timeout=10) for _ in range(4)]
+    for sock in slow:
+        sock.sendall(head)
+    time.sleep(0.3)  # the server has read the four heads
+    status, headers, body = request(node, "POST", "/api/rooms/lobby/broadcast", b"x")
+    assert (status, headers["retry-after"]) == (503, "1"), body
+    slow.pop().close()
+    wait_for(lambda: request(node, "POST", "/api/rooms/lobby/broadcast", b"x")[0] == 202)
+    for sock in slow:
+        sock.close()
+
+
 def test_a_body_sent_in_pieces_is_read_whole(node: RunningServer) -> None:
     ws, _ = member(node)
     with ws, socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:

@@ -12,8 +12,9 @@ Routes (room names and session ids are percent-decoded path segments, UTF-8):
     GET  /api/rooms/{name}             200 {"name": ..., "members": N}
     POST /api/sessions/{id}/close      body = optional {"code": 4000, "reason": "..."}; 202, 404
 
-A body needs a Content-Length of at most `--max-message-size` (411 without one, 413 past it); the
-wire reads it (`Conn.read_body`) and stops reading at its end. Answers linger (`respond(...,
+A body needs a Content-Length of at most `--max-message-size` (411 for a chunked one, 413 past
+it), and the bodies being read at once at most MAX_BODIES_BYTES together (503 past it). The wire
+reads a body (`Conn.read_body`) and stops reading at its end. Answers linger (`respond(...,
 True)`): what the client still sends is read and dropped until it closes, so a 413 reaches a
 client still sending its body. What the API needs of a connection is `read_body`, `write` and
 `respond`, so any wire that has them can serve it.
@@ -26,6 +27,7 @@ import hmac
 import json
 import logging
 import re
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("dieselengine.api")
 
 PREFIX = "/api/"
+#: Request bodies the API may be reading at once, in bytes (at least 4 of --max-message-size):
+#: each connection is bounded by --max-message-size, this bounds them together.
+MAX_BODIES_BYTES = 64 << 20
 #: A close reason must fit a close frame's 125 bytes with its 2-byte code.
 MAX_REASON_BYTES = 123
 
@@ -85,6 +90,9 @@ class Api:
         #: (route, status) -> requests answered.
         self.answered: Counter[tuple[str, int]] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
+        #: Bytes of request bodies being read now, and the most there may be (per process).
+        self._bodies = 0
+        self._max_bodies = max(MAX_BODIES_BYTES, 4 * settings.max_message_size)
 
     def handle(self, conn: Connection, method: bytes, path: str, raw_headers: bytes) -> None:
         """One request head under /api/: answer it now, or after its body (and the cluster)."""
@@ -103,15 +111,32 @@ class Api:
                 self._answer(conn, route, 200, {"name": target, "members": self._hub.members(target)})
             else:
                 size = self._body_size(headers)
-                if headers.get("expect", "").lower() == "100-continue":
-                    conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if route == "/api/sessions/{id}/close":
-                    conn.read_body(size, lambda body: self._close(conn, route, target, body))
+                    self._read_body(conn, headers, size, lambda body: self._close(conn, route, target, body))
                 else:
                     content_type = headers.get("content-type", "")
-                    conn.read_body(size, lambda body: self._broadcast(conn, route, target, content_type, body))
+                    self._read_body(conn, headers, size,
+                                    lambda body: self._broadcast(conn, route, target, content_type, body))
         except ApiError as error:
             self._error(conn, route, error)
+
+    def _read_body(self, conn: Connection, headers: dict[str, str], size: int, then: Callable[[bytes], None]) -> None:
+        """Have the wire read the body, within the process's budget for bodies being read."""
+        if self._bodies + size > self._max_bodies:
+            raise ApiError(503, "too many request bodies being read at once; retry", "Retry-After: 1\r\n")
+        if headers.get("expect", "").lower() == "100-continue":
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        def on_body(body: bytes) -> None:
+            then(body)
+
+        self._bodies += size
+        # Given back when the wire drops the callback: after calling it, or with a lost connection.
+        weakref.finalize(on_body, self._body_done, size)
+        conn.read_body(size, on_body)
+
+    def _body_done(self, size: int) -> None:
+        self._bodies -= size
 
     # -- the endpoints ---------------------------------------------------------------------------
 
