@@ -273,6 +273,9 @@ export async function onMessage(session: WebSocketSession, message: string | Uin
   const copy = structuredClone(new Map([[1, 2]]));
   session.send(JSON.stringify({ data, n: copy.size, t: performance.now(), s: signature.byteLength }));
 }
+const clock = server.room("clock");
+setInterval(() => clock.broadcast(new Uint8Array([clock.members()])), 1000);
+export const name: string = clock.getName();
 const wrong: number = new URL("x").href;
 ''')
     result = subprocess.run([str(folder / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--lib", "es2023",
@@ -280,4 +283,4 @@ const wrong: number = new URL("x").href;
                              "handler.ts"], cwd=folder, capture_output=True, text=True, timeout=120)
     # The deliberate mistake on the last line is the only error: the rest type-checks.
     assert result.stdout.count("error TS") == 1, result.stdout
-    assert "handler.ts(15,7): error TS2322: Type 'string' is not assignable to type 'number'" in result.stdout
+    assert "handler.ts(18,7): error TS2322: Type 'string' is not assignable to type 'number'" in result.stdout
