@@ -13,11 +13,13 @@ import websockets
 from conftest import write_scripts
 from rawws import RawClient, client_frame
 
-from dieselengine.wire import _wire
+from dieselengine import wire
 
-pytestmark = pytest.mark.skipif(not _wire.DEFLATE or os.environ.get("DIESEL_WIRE") == "asyncio",
-                                reason="the C wire was built without zlib; the portable wire does not compress yet")
-request_head = _wire.request_head
+#: The wires built here whose request_head negotiates compression: the portable one always.
+KINDS = [wire.PORTABLE] + ([wire.load("c")] if wire.why_not_c() is None and wire.load("c").compresses else [])
+#: The wire the servers started here run on compresses (the C wire needs zlib's headers at build).
+SERVED = os.environ.get("DIESEL_WIRE") == "asyncio" or wire.why_not_c() is not None or wire.load("c").compresses
+served = pytest.mark.skipif(not SERVED, reason="the C wire was built without zlib")
 
 UPGRADE = (b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
@@ -26,10 +28,10 @@ CHAT = json.dumps({"type": "message", "from": "alice", "text": "hello everyone, 
                    "timestamp": 1764720000000})
 
 
-def extension(offer: str | None, compression: bool = True) -> str | None:
-    """The Sec-WebSocket-Extensions the server answers an offer with (None: not negotiated)."""
+def extension(kind: wire.WireKind, offer: str | None, compression: bool = True) -> str | None:
+    """The Sec-WebSocket-Extensions a wire answers an offer with (None: not negotiated)."""
     head = UPGRADE + (f"Sec-WebSocket-Extensions: {offer}\r\n".encode() if offer is not None else b"")
-    response = request_head(head.rstrip(b"\r\n"), compression=compression)[4]
+    response = kind.request_head(head.rstrip(b"\r\n"), compression=compression)[4]
     for line in response.decode().split("\r\n"):
         if line.startswith("Sec-WebSocket-Extensions: "):
             return line.removeprefix("Sec-WebSocket-Extensions: ")
@@ -56,14 +58,16 @@ def extension(offer: str | None, compression: bool = True) -> str | None:
     ("x-webkit-deflate-frame", None),
     (None, None),
 ])
-def test_negotiation(offer, answer):
-    assert extension(offer) == answer
-    assert extension(offer, compression=False) is None
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_negotiation(kind, offer, answer):
+    assert extension(kind, offer) == answer
+    assert extension(kind, offer, compression=False) is None
 
 
-def test_a_second_extensions_header_is_read():
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_a_second_extensions_header_is_read(kind):
     head = UPGRADE + b"Sec-WebSocket-Extensions: x-unknown\r\nSec-WebSocket-Extensions: permessage-deflate"
-    assert ANSWER in request_head(head, compression=True)[4].decode()
+    assert ANSWER in kind.request_head(head, compression=True)[4].decode()
 
 
 @pytest.fixture
@@ -80,6 +84,7 @@ def scripts(tmp_path):
     })
 
 
+@served
 def test_websockets_client_round_trips_text_and_binary(serve, scripts):
     server = serve(scripts, "--max-message-size", "4M")
 
@@ -96,6 +101,7 @@ def test_websockets_client_round_trips_text_and_binary(serve, scripts):
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
+@served
 def test_compression_off_declines(serve, scripts):
     server = serve(scripts, "--compression", "off")
 
@@ -119,6 +125,7 @@ def inflate(data: bytes, wbits: int = 15) -> bytes:
     return zlib.decompressobj(-wbits).decompress(data + b"\x00\x00\xff\xff")
 
 
+@served
 def test_browser_offer_on_the_wire(serve, scripts):
     """A raw client with Chrome's offer: compressed frames both ways, and a broadcast reaching a
     compressing and a plain member of one room, each in its own form."""
@@ -150,6 +157,7 @@ def test_browser_offer_on_the_wire(serve, scripts):
         plain.close()
 
 
+@served
 def test_small_window_asked_by_the_client(serve, scripts):
     """server_max_window_bits=8: the server's frames must inflate with a 256-byte window."""
     server = serve(scripts)
@@ -164,6 +172,7 @@ def test_small_window_asked_by_the_client(serve, scripts):
         client.close()
 
 
+@served
 @pytest.mark.parametrize("frames, code", [
     # 64 MiB of zeros is 64 KiB compressed: closed with 1009 once past --max-message-size
     ([client_frame(0x41, deflate(bytes(64 << 20)))], 1009),
@@ -185,6 +194,7 @@ def test_bad_compressed_messages_are_closed(serve, scripts, frames, code):
     assert server.http("/healthz")[0] == 200
 
 
+@served
 def test_rsv1_without_negotiation_is_a_protocol_error(serve, scripts):
     server = serve(scripts, "--compression", "off")
     client = RawClient(server.port, "/ws/echo", "Sec-WebSocket-Extensions: permessage-deflate\r\n")

@@ -61,6 +61,9 @@ class Transport:
                               self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
                               MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout,
                               compression=settings.compression != "off")
+        if settings.compression != "off" and not kind.compresses:
+            log.warning("--compression %s: this build of the C wire has no zlib (its headers were missing at "
+                        "install); permessage-deflate is declined", settings.compression)
         if settings.certfile is not None:
             try:
                 self.load_tls()

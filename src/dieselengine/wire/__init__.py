@@ -54,7 +54,9 @@ class WireKind:
     Entry: type
     frame: Callable[[str | bytes], bytes]
     valid_close_code: Callable[[int], bool]
-    request_head: Callable[[bytes], tuple[bytes | None, str, str, bytes, bytes | tuple[int, str]]]
+    request_head: Callable[..., tuple[bytes | None, str, str, bytes, bytes | tuple[int, str]]]
+    #: permessage-deflate can be negotiated (the C wire needs zlib's headers at build).
+    compresses: bool = True
 
 
 class WireUnavailable(Exception):
@@ -95,7 +97,8 @@ def _c_kind(module: ModuleType) -> WireKind:
         loop.add_reader(wire.fileno(), wire.poll)
         return wire  # type: ignore[no-any-return]
 
-    return WireKind("c", open_c, module.Entry, module.frame, module.valid_close_code, module.request_head)
+    return WireKind("c", open_c, module.Entry, module.frame, module.valid_close_code, module.request_head,
+                    getattr(module, "DEFLATE", False))
 
 
 def load(choice: str = "auto", tls: bool = False) -> WireKind:

@@ -105,6 +105,8 @@ typedef struct Conn {
     /* permessage-deflate: 0 (not negotiated) or the window bits of the server's compressor; whether
      * the fragmented message being received is compressed. */
     unsigned char deflate, parts_deflated;
+    /* TLS: bytes have arrived (only the first ones tell a TLS client from another). */
+    unsigned char tls_started;
     /* The client's address (AF_INET or AF_INET6, 0 if neither), taken from accept. */
     unsigned char peer_family, peer[16];
     uint32_t events;
@@ -1061,10 +1063,11 @@ static void tls_readable(Conn *c) {
         conn_gone(c, 1);
         return;
     }
-    if (SSL_in_before(c->ssl) && data[0] != 0x16) {  /* 0x16: a handshake record */
+    if (!c->tls_started && data[0] != 0x16) {  /* 0x16: a handshake record */
         tls_refuse_plain(c, data);
         return;
     }
+    c->tls_started = 1;
     tls_input = data;
     tls_input_size = (size_t)got;
     int error = SSL_ERROR_NONE;
@@ -1154,7 +1157,7 @@ static void wire_accept(Wire *w) {
         c->state = HANDSHAKE;
         c->reading = 1;
         c->alive = 1;
-        c->pinged = c->in_parts = c->parts_text = c->linger = c->deflate = c->parts_deflated = 0;
+        c->pinged = c->in_parts = c->parts_text = c->linger = c->deflate = c->parts_deflated = c->tls_started = 0;
         c->events = EPOLLIN;
         c->session = c->timer = c->handle = c->on_body = NULL;
         c->body_size = 0;

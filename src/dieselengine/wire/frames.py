@@ -11,6 +11,8 @@ import base64
 import hashlib
 import re
 
+from .deflate import negotiate
+
 #: RFC 6455 section 1.3.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
@@ -57,10 +59,12 @@ def close_frame(code: int, reason: str) -> bytes:
     return bytes((0x88, 2 + len(data))) + code.to_bytes(2, "big") + data
 
 
-def request_head(head: bytes) -> tuple[bytes | None, str, str, bytes, bytes | tuple[int, str]]:
+def request_head(head: bytes, compression: bool = False) -> tuple[bytes | None, str, str, bytes,
+                                                                 bytes | tuple[int, str]]:
     """(method, path, query, raw_headers, answer) of a request head without its final blank line.
-    answer is the 101 response when the head is a valid WebSocket upgrade, else (status, reason);
-    method is None when the request line is malformed."""
+    answer is the 101 response when the head is a valid WebSocket upgrade (accepting a
+    permessage-deflate offer with `compression`), else (status, reason); method is None when the
+    request line is malformed."""
     eol = head.find(b"\r\n")
     line, headers = (head, b"") if eol < 0 else (head[:eol], head[eol + 2:])
     parts = line.split(b" ")
@@ -68,10 +72,11 @@ def request_head(head: bytes) -> tuple[bytes | None, str, str, bytes, bytes | tu
         return None, "", "", b"", (400, "malformed request line")
     method, target, _ = parts
     path, mark, query = target.partition(b"?")
-    return method, path.decode("latin-1"), query.decode("latin-1"), headers, _upgrade_answer(method, headers)
+    return (method, path.decode("latin-1"), query.decode("latin-1"), headers,
+            _upgrade_answer(method, headers, compression))
 
 
-def _upgrade_answer(method: bytes, headers: bytes) -> bytes | tuple[int, str]:
+def _upgrade_answer(method: bytes, headers: bytes, compression: bool) -> bytes | tuple[int, str]:
     """RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason)."""
     if method != b"GET":
         return 405, "WebSocket upgrades use GET"
@@ -84,7 +89,8 @@ def _upgrade_answer(method: bytes, headers: bytes) -> bytes | tuple[int, str]:
         return 426, "unsupported Sec-WebSocket-Version (13 expected)"
     if key is None or not _KEY.fullmatch(key):
         return 400, "invalid Sec-WebSocket-Key"  # 16 bytes, base64: 22 characters and "=="
-    return _SWITCHING + base64.b64encode(hashlib.sha1(key + _GUID).digest()) + b"\r\n\r\n"
+    extension = negotiate(headers) if compression else b""
+    return _SWITCHING + base64.b64encode(hashlib.sha1(key + _GUID).digest()) + extension + b"\r\n\r\n"
 
 
 def _first_values(headers: bytes) -> list[bytes | None]:

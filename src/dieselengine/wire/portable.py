@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any
 
 from websockets.utils import apply_mask
 
+from .deflate import Deflater, window_of
 from .frames import close_frame, frame, request_head, valid_close_code
 
 READ_SIZE = 65536
@@ -43,6 +45,23 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 HANDSHAKE, OPEN, CLOSING, SHUT, GONE = range(5)
 
 _PING = b"\x89\x00"
+_NOT_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\n"
+            b"Connection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n")
+
+
+class _TLS:
+    """A connection's TLS: an SSL object between two memory BIOs, so the wire keeps its own reads
+    and writes (one encryption and one send per recipient per tick, as on a plain port)."""
+
+    __slots__ = ("ssl", "incoming", "outgoing", "started", "ready")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.ssl = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        #: Bytes have arrived (only the first ones tell a TLS client from another); the handshake is done.
+        self.started = False
+        self.ready = False
 
 
 class Entry:
@@ -66,7 +85,8 @@ class Conn:
 
     __slots__ = ("_wire", "_sock", "_fd", "_peer", "state", "_reading", "_alive", "_pinged", "session",
                  "_entry", "_handle", "_timer", "_in", "_parts", "_parts_size", "_parts_text", "_out",
-                 "_on_body", "_body_size", "_linger")
+                 "_on_body", "_body_size", "_linger",
+                 "_deflate", "_parts_deflated", "_tls")
 
     def __init__(self, wire: Wire, sock: socket.socket, peer: str) -> None:
         self._wire = wire
@@ -95,11 +115,17 @@ class Conn:
         #: After a plain HTTP answer: read (and drop) what the client still sends until it closes,
         #: so an unread request body does not turn the close into a reset that loses the answer.
         self._linger = False
+        #: permessage-deflate: 0 (not negotiated) or the window bits of the server's compressor.
+        self._deflate = 0
+        self._parts_deflated = False
+        self._tls = _TLS(wire.tls) if wire.tls is not None else None
 
     # -- the core's session.Connection -----------------------------------------------------------
 
     def write(self, data: bytes) -> int:
         """Send now what the socket takes, queue the rest; returns the bytes still queued."""
+        if self._deflate and type(data) is bytes and self.state < SHUT:
+            data = self._wire.deflater.cached(data, self._deflate)
         self._send(data)
         return len(self._out) if self._out is not None and self.state != GONE else 0
 
@@ -141,6 +167,8 @@ class Conn:
             self._wire.handshaking.pop(self, None)
             self.state = OPEN
             self.session = session
+            if self._wire.compression:
+                self._deflate = window_of(response)
             self._send(response)
 
     def respond(self, response: bytes, linger: bool = False) -> None:
@@ -217,6 +245,16 @@ class Conn:
         if self.state >= SHUT:
             return
         self._wire.bytes_out += len(data)
+        if self._tls is not None:
+            try:
+                self._tls.ssl.write(data)
+            except ssl.SSLError:
+                self._gone(False)
+                return
+            data = self._tls.outgoing.read()
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         if self._out is not None:
             self._out += data
             return
@@ -290,10 +328,56 @@ class Conn:
         if not data:
             self._gone(True)
             return
-        self._received(data)
+        if self._tls is not None:
+            self._tls_received(data)
+        else:
+            self._received(data)
         if self.state >= SHUT:
             self._in = None
             self._parts = None
+
+    def _tls_received(self, data: bytes) -> None:
+        """Ciphertext arrived: the handshake, then the plaintext as on a plain port."""
+        tls = self._tls
+        assert tls is not None
+        if not tls.started and data[0] != 0x16:
+            # not a TLS handshake record: an HTTP client is told so in plain text, any other dropped
+            if 0x41 <= data[0] <= 0x5A:
+                try:
+                    self._sock.send(_NOT_TLS)
+                except OSError:
+                    pass
+            self._gone(True)
+            return
+        tls.started = True
+        tls.incoming.write(data)
+        plain = []
+        try:
+            if not tls.ready:
+                tls.ssl.do_handshake()
+                tls.ready = True
+            while True:
+                chunk = tls.ssl.read(READ_SIZE)
+                if not chunk:
+                    raise ssl.SSLZeroReturnError
+                plain.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError:
+            # the client's close_notify, or a failed handshake: its alert goes out first if it can
+            if plain and self.state < SHUT:
+                self._received(b"".join(plain))
+            if self._tls is not None and tls.outgoing.pending:
+                try:
+                    self._sock.send(tls.outgoing.read())
+                except OSError:
+                    pass
+            self._gone(True)
+            return
+        if plain:
+            self._received(b"".join(plain))
+        if self.state < GONE and tls.outgoing.pending:
+            self._send_raw(tls.outgoing.read())
 
     def _received(self, data: bytes) -> None:
         """Bytes read from the socket: the request head first, then frames."""
@@ -386,13 +470,18 @@ class Conn:
         final = first & 0x80
         self._alive = True
         wire.bytes_in += len(payload)
+        compressed = False
         if first & 0x70:
-            return self._fail(1002, "reserved bits set without an extension")
+            # RSV1 marks a compressed message, on its first frame only.
+            if first & 0x70 != 0x40 or not self._deflate or (opcode != 0x1 and opcode != 0x2):
+                return self._fail(1002, "reserved bits set without an extension")
+            compressed = True
         if opcode == 0x1 or opcode == 0x2:
             if self._parts is not None:
                 return self._fail(1002, "new message before the fragmented one finished")
             if final:
-                return self._message(payload, opcode == 0x1)
+                return self._payload(payload, opcode == 0x1, compressed)
+            self._parts_deflated = compressed
             self._parts = [payload]
             self._parts_size = len(payload)
             self._parts_text = opcode == 0x1
@@ -408,7 +497,7 @@ class Conn:
             if not final:
                 return True
             self._parts = None
-            return self._message(b"".join(parts), self._parts_text)
+            return self._payload(b"".join(parts), self._parts_text, self._parts_deflated)
         if opcode >= 0x8 and opcode <= 0xA:
             if not final or len(payload) > 125:
                 return self._fail(1002, "control frames must be final and at most 125 bytes")
@@ -418,6 +507,17 @@ class Conn:
                 self._send(bytes((0x8A, len(payload))) + payload)
             return True
         return self._fail(1002, f"unknown opcode {opcode}")
+
+    def _payload(self, payload: bytes, text: bool, compressed: bool) -> bool:
+        """A whole message, compressed or not."""
+        if compressed:
+            inflated = self._wire.deflater.inflate(payload)
+            if inflated == 1009:
+                return self._fail_too_big()
+            if isinstance(inflated, int):
+                return self._fail(1007, "invalid compressed data")
+            payload = inflated
+        return self._message(payload, text)
 
     def _message(self, payload: bytes, text: bool) -> bool:
         session = self.session
@@ -465,7 +565,8 @@ class Conn:
                 return
             if type(result) is int and result == entry.echo:
                 wire.direct_frames += 1
-                self._send(frame(message))
+                encoded = frame(message)
+                self._send(wire.deflater.frames(encoded, self._deflate) if self._deflate else encoded)
                 return
         wire.call(wire.on_finish, self.session, message, result, failed)
 
@@ -509,7 +610,7 @@ class Conn:
         if head is None:
             method, path, query, headers, answer = None, "", "", b"", (431, "request head too large")
         else:
-            method, path, query, headers, answer = request_head(head)
+            method, path, query, headers, answer = request_head(head, wire.compression)
         wire.call(wire.on_head, self, method, path, query, headers, self._peer, answer)
         if self.state == HANDSHAKE and self._on_body is None:
             self._gone(True)  # not answered and no body wanted: only after an error in on_head
@@ -562,6 +663,9 @@ class Wire:
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
         self.compression = compression
+        self.deflater = Deflater(max_message_size)
+        #: TLS for new connections (None: plain); `load_tls` swaps it.
+        self.tls: ssl.SSLContext | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.messages_in = 0
@@ -636,7 +740,28 @@ class Wire:
         self.listen_again()
 
     def load_tls(self, certfile: str, keyfile: str) -> None:
-        raise ValueError("the portable wire does not serve TLS yet; use --wire c")
+        """Serve new connections over TLS with this certificate chain and key (PEM); connections
+        already open keep theirs. ValueError, with the reason, if they cannot be used."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                raise ValueError(f"the private key does not match the certificate ({certfile}, {keyfile})") from None
+            raise ValueError(f"cannot load the certificate or the private key ({certfile}, {keyfile}): {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read ({certfile}, {keyfile}): {exc.strerror}") from None
+        self.tls = context
+
+    @property
+    def messages_deflated(self) -> int:
+        return self.deflater.messages_deflated
+
+    @property
+    def messages_inflated(self) -> int:
+        return self.deflater.messages_inflated
 
     def stop_accepting(self) -> None:
         if self._listener is not None:
