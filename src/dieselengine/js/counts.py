@@ -29,6 +29,12 @@ class HubLink:
         else:
             self.counts.pop(room, None)
         for script in self.scripts:
+            # A script learns only of the rooms it has named itself (issue 13: no room list to spy on).
+            mirrored = script._mirrored
+            if room not in mirrored:
+                continue
+            if not members:
+                mirrored.discard(room)
             dirty = script._dirty
             dirty[room] = members
             script._entry.stale = True

@@ -21,18 +21,51 @@ const OP_SEND = 1, OP_SEND_BIN = 2, OP_SEND_MSG = 3, OP_CLOSE = 4, OP_JOIN = 5, 
 // (or with M_LEAVE a leave) of the room named by a "code:text" result.
 const K_BCAST = 1, K_EXCEPT = 2, K_SEND = 3, M_JOIN = 0, M_LEAVE = 4;
 const MAX_ROOM_IDS = 4096, MAX_TIMERS = 100000;
+let maxRooms = 128;              // --max-rooms-per-session (init)
 // Status bits of a JSON result: the hook returned a promise; promise jobs may be pending.
 const S_PROMISE = 1, S_JOBS = 2;
 
-const OUT = [];
-// An own `push`, so a script replacing Array.prototype.push cannot reach the outbox.
-Object.defineProperty(OUT, "push", { value: Array.prototype.push });
+// Intrinsics, captured before any user code runs: a script may replace any built-in method, and
+// must not reach the prelude's tables, its outbox or its functions that way. A method is called
+// through `uncurry` (a bound Function.prototype.call: nothing is looked up at call time).
+const uncurry = (f) => Function.prototype.call.bind(f);
+const getter = (o, k) => uncurry(Object.getOwnPropertyDescriptor(o, k).get);
+const mapGet = uncurry(Map.prototype.get), mapSet = uncurry(Map.prototype.set),
+      mapDelete = uncurry(Map.prototype.delete), mapSize = getter(Map.prototype, "size");
+const setHas = uncurry(Set.prototype.has), setAdd = uncurry(Set.prototype.add),
+      setDelete = uncurry(Set.prototype.delete), setSize = getter(Set.prototype, "size");
+const toWellFormed = uncurry(String.prototype.toWellFormed), isWellFormed = uncurry(String.prototype.isWellFormed);
+const strIndexOf = uncurry(String.prototype.indexOf);
+const promiseThen = uncurry(Promise.prototype.then), promiseResolve = Promise.resolve.bind(Promise);
+const isPrototypeOf = uncurry(Object.prototype.isPrototypeOf), objectToString = uncurry(Object.prototype.toString);
+const ErrorPrototype = Error.prototype, defineProperty = Object.defineProperty, objectKeys = Object.keys;
 const stringify = JSON.stringify, parse = JSON.parse, hasOwn = Object.hasOwn;
-const toBase64 = Uint8Array.prototype.toBase64, fromBase64 = Uint8Array.fromBase64;
-const isView = ArrayBuffer.isView, PromiseThen = Promise.prototype.then;
+const toBase64 = uncurry(Uint8Array.prototype.toBase64), fromBase64 = Uint8Array.fromBase64;
+const isView = ArrayBuffer.isView, apply = Reflect.apply, getPrototypeOf = Object.getPrototypeOf;
 const NONE = {};                 // "no incoming message": never === a script's value
 
-const counts = new Map();        // room -> members, mirrored from the server; own joins/leaves count here
+const OUT = [];
+// Own `push` and `toJSON` (none), so that replacing Array.prototype.push or adding a toJSON there
+// cannot reach or rewrite the outbox. Whatever gets through anyway (setters on the prototypes'
+// indices) is the script's own outbox: the server checks every value it finds there.
+defineProperty(OUT, "push", { value: Array.prototype.push });
+defineProperty(OUT, "toJSON", { value: undefined });
+
+// Room -> members, for the rooms this script has named (members(), join()): the server pushes
+// changes to these alone, and `countOf` asks it for a room not mirrored yet. Without host calls
+// (the binding's own time limit) the server mirrors every room instead and countOf returns 0.
+const counts = new Map();
+const hostCount = globalThis.__diesel_count__;
+delete globalThis.__diesel_count__;
+function countOf(n) {
+  let c = mapGet(counts, n);
+  if (c === undefined) {
+    // As JSON: the binding passes strings as C strings (a U+0000 would cut the name short).
+    c = typeof hostCount === "function" ? hostCount(stringify(n)) : 0;
+    if (c > 0) mapSet(counts, n, c);
+  }
+  return c;
+}
 const roomIds = new Map();       // room -> small int known to the Python side
 let nextRoomId = 0;
 // handle -> live session; a plain object: quickjs-ng's Map costs 1.3-2.4 us per set with integer
@@ -43,19 +76,36 @@ let flags = 0;                   // S_JOBS when promise jobs may have been queue
 let curH = -1;                   // handle of the session whose hook is running
 let curMsg = NONE;               // the text message of the running onMessage (its synchronous part)
 let lastShort = "";              // the text of the last "code:text" result (see short())
+// Set by the server while it stops a promise-job loop that used up its CPU time: no new jobs.
+let halted = false, haltedAt = null;
+
+const functionSource = uncurry(Function.prototype.toString);
+
+function isNative(f) {
+  return typeof f === "function" && strIndexOf(functionSource(f), "[native code]") >= 0;
+}
+
+function haltedError() {
+  const e = new RangeError("promise jobs are stopped: a chain of jobs used more than its CPU time (--script-timeout)");
+  haltedAt ??= String(e) + "\n" + e.stack;
+  return e;
+}
 
 // Promise jobs queued by `.then` must run right after the handler returns, as in any JS host.
 Object.defineProperty(Promise.prototype, "then", {
   value: function then(onFulfilled, onRejected) {
+    // While halted the engine's own calls (resolving a promise with a promise) go through, so
+    // that the refusal happens in the script's code and its position can be logged.
+    if (halted && !(isNative(onFulfilled) && isNative(onRejected))) throw haltedError();
     flags |= S_JOBS;
-    return PromiseThen.call(this, onFulfilled, onRejected);
+    return promiseThen(this, onFulfilled, onRejected);
   },
   writable: true, configurable: true,
 });
 
 function b64(m) {
-  if (m instanceof ArrayBuffer) return toBase64.call(new Uint8Array(m));
-  if (isView(m)) return toBase64.call(new Uint8Array(m.buffer, m.byteOffset, m.byteLength));
+  if (m instanceof ArrayBuffer) return toBase64(new Uint8Array(m));
+  if (isView(m)) return toBase64(new Uint8Array(m.buffer, m.byteOffset, m.byteLength));
   return null;
 }
 
@@ -206,22 +256,27 @@ class WebSocketSession {
 
       join() {
         const s = this.#s, n = this.#n, st = s.#state(), rooms = st.rooms;
+        if (rooms === false || rooms === n || typeof rooms === "object" && rooms !== null && setHas(rooms, n)) return;
+        const held = rooms === null ? 0 : typeof rooms === "string" ? 1 : setSize(rooms);
+        if (held >= maxRooms) {
+          throw new RangeError("join(): the session is already in " + held + " rooms, the most a session may " +
+                               "join (--max-rooms-per-session)");
+        }
         if (rooms === null) st.rooms = n;
         else if (typeof rooms === "string") {
-          if (rooms === n) return;
-          st.rooms = new Set([rooms, n]);
-        } else if (rooms === false || rooms.has(n)) return;
-        else rooms.add(n);
-        counts.set(n, (counts.get(n) ?? 0) + 1);
+          const set = st.rooms = new Set();
+          setAdd(set, rooms); setAdd(set, n);
+        } else setAdd(rooms, n);
+        mapSet(counts, n, countOf(n) + 1);
         OUT.push(OP_JOIN, s.#h, n);
       }
 
       leave() {
         const s = this.#s, n = this.#n, st = s.#st, rooms = st === null ? null : st.rooms;
         if (rooms === n) st.rooms = null;
-        else if (!rooms || typeof rooms === "string" || !rooms.delete(n)) return;
-        const c = (counts.get(n) ?? 1) - 1;
-        if (c > 0) counts.set(n, c); else counts.delete(n);
+        else if (!rooms || typeof rooms === "string" || !setDelete(rooms, n)) return;
+        const c = countOf(n) - 1;
+        if (c > 0) mapSet(counts, n, c); else mapDelete(counts, n);
         OUT.push(OP_LEAVE, s.#h, n);
       }
 
@@ -229,7 +284,7 @@ class WebSocketSession {
 
       broadcastExcept(message) { toRoom(this.#s.#h, this.#n, message, 1, "broadcastExcept(message)"); }
 
-      members() { return counts.get(this.#n) ?? 0; }
+      members() { return countOf(this.#n); }
 
       getName() { return this.#n; }
 
@@ -242,7 +297,13 @@ class WebSocketSession {
       if (attrs !== null) s.#state().attrs = new Map(Object.entries(parse(attrs)));
       if (rooms !== null) {
         const names = parse(rooms);
-        s.#state().rooms = names.length === 0 ? null : names.length === 1 ? names[0] : new Set(names);
+        let rs = null;
+        if (names.length === 1) rs = names[0];
+        else if (names.length > 1) {
+          rs = new Set();
+          for (let i = 0; i < names.length; i++) setAdd(rs, names[i]);
+        }
+        s.#state().rooms = rs;
       }
       s.#open = open;
       byHandle[h] = s;
@@ -276,7 +337,12 @@ class WebSocketSession {
       const f = hooks.onOpen;
       if (f === undefined) return undefined;
       curH = h; curMsg = NONE;
-      const r = f(s);
+      let r;
+      try {
+        r = f(s);
+      } catch (e) {
+        throw thrown(e);
+      }
       // An onOpen that did nothing the server must hear of (the commonest case, and a call to
       // finish() was a fifth of a bare openSession).
       if (r === undefined && flags === 0 && OUT.length === 0) return undefined;
@@ -287,7 +353,12 @@ class WebSocketSession {
       if (sync !== null) applySync(sync, count);
       curH = h;
       curMsg = m;
-      const r = hooks.onMessage(byHandle[h], m);
+      let r;
+      try {
+        r = hooks.onMessage(byHandle[h], m);
+      } catch (e) {
+        throw thrown(e);
+      }
       // The commonest cases inline (finish() has them all): one send of the message itself (an
       // echo), one broadcast of it (a relay) or of a new text (the seed's chat), to a room that
       // has an id.
@@ -298,7 +369,7 @@ class WebSocketSession {
           curMsg = NONE;
           return K_SEND;
         } else if (n === 4 && OUT[0] === OP_BCAST_MSG) {
-          const id = roomIds.get(OUT[2]);
+          const id = mapGet(roomIds, OUT[2]);
           if (id !== undefined) {
             const code = (id << 2) | (OUT[3] ? K_EXCEPT : K_BCAST);
             OUT.length = 0;
@@ -306,13 +377,13 @@ class WebSocketSession {
             return code;
           }
         } else if (n === 5 && OUT[0] === OP_BCAST) {
-          const id = roomIds.get(OUT[2]);
+          const id = mapGet(roomIds, OUT[2]);
           if (id !== undefined) {
             const p = lastShort = OUT[3];
             const code = (id << 2) | (OUT[4] ? K_EXCEPT : K_BCAST);
             OUT.length = 0;
             curMsg = NONE;
-            return (code * 4294967296 + p.length + ":" + p).toWellFormed();
+            return toWellFormed(code * 4294967296 + p.length + ":" + p);
           }
         }
       }
@@ -323,7 +394,13 @@ class WebSocketSession {
       if (sync !== null) applySync(sync, count);
       // curMsg stays NONE: a Uint8Array can be changed before it is sent on.
       curH = h; curMsg = NONE;
-      return finish(hooks.onMessage(byHandle[h], fromBase64(data)));
+      let r;
+      try {
+        r = hooks.onMessage(byHandle[h], fromBase64(data));
+      } catch (e) {
+        throw thrown(e);
+      }
+      return finish(r);
     };
 
     // After onClose returns the server removes the session from its rooms; it is dead from then.
@@ -335,6 +412,8 @@ class WebSocketSession {
       let r;
       try {
         if (hooks.onClose !== undefined) r = hooks.onClose(s);
+      } catch (e) {
+        throw thrown(e);
       } finally {
         const st = s.#state();
         st.rooms = false;
@@ -357,23 +436,23 @@ class WebSocketSession {
 // or as JSON (count < 0) [counts {room: n}, handles of sessions whose connection is closing].
 function applySync(sync, count) {
   if (count >= 0) {
-    if (count > 0) counts.set(sync, count); else counts.delete(sync);
+    if (count > 0) mapSet(counts, sync, count); else mapDelete(counts, sync);
     return;
   }
-  const [c, closed] = parse(sync);
-  for (const room in c) {
-    const n = c[room];
-    if (n > 0) counts.set(room, n); else counts.delete(room);
+  const parsed = parse(sync), c = parsed[0], closed = parsed[1], rooms = objectKeys(c);
+  for (let i = 0; i < rooms.length; i++) {
+    const room = rooms[i], n = c[room];
+    if (n > 0) mapSet(counts, room, n); else mapDelete(counts, room);
   }
   for (let i = 0; i < closed.length; i++) markClosed(closed[i]);
 }
 
 function roomId(name) {
-  let id = roomIds.get(name);
+  let id = mapGet(roomIds, name);
   if (id !== undefined) return id;
   if (nextRoomId < MAX_ROOM_IDS) {
     id = nextRoomId++;
-    roomIds.set(name, id);
+    mapSet(roomIds, name, id);
     OUT.push(OP_ROOM_ID, id, name);
   }
   return -1;
@@ -386,9 +465,9 @@ function finish(r) {
   curMsg = NONE;
   if (r !== undefined && r !== null && typeof r.then === "function") {
     const pid = ++promiseSeq;
-    PromiseThen.call(Promise.resolve(r),
+    promiseThen(promiseResolve(r),
       () => { OUT.push(OP_SETTLE, pid, 1, ""); },
-      (e) => { OUT.push(OP_SETTLE, pid, 0, describe(e)); });
+      (e) => { OUT.push(OP_SETTLE, pid, 0, describe(e, "(in promise) ")); });
     return general(S_PROMISE | S_JOBS, pid);
   }
   if (flags !== 0) return general(0, 0);
@@ -411,7 +490,7 @@ function finish(r) {
       return K_SEND;
     } else if (n === 3 && op === OP_SEND) {
       return short(K_SEND, OUT[2]);
-    } else if (n === 3 && (op === OP_JOIN || op === OP_LEAVE) && OUT[2].isWellFormed()) {
+    } else if (n === 3 && (op === OP_JOIN || op === OP_LEAVE) && isWellFormed(OUT[2])) {
       // A room name must arrive unchanged: one with a lone surrogate goes as JSON.
       return short(op === OP_JOIN ? M_JOIN : M_LEAVE, OUT[2]);
     }
@@ -426,13 +505,20 @@ function finish(r) {
 function short(code, p) {
   OUT.length = 0;
   lastShort = p;
-  return (code * 4294967296 + p.length + ":" + p).toWellFormed();
+  return toWellFormed(code * 4294967296 + p.length + ":" + p);
 }
 
 function refetch() { return stringify(lastShort); }
 
+// [status, promise id, OUT] as JSON, from an array of the prelude's own without a prototype (no
+// toJSON of the script's can reach it) whose elements are set, never added (no setter either).
+const RESULT = [0, 0, OUT];
+Object.setPrototypeOf(RESULT, null);
+
 function general(status, pid) {
-  const s = stringify([status | flags, pid, OUT]);
+  RESULT[0] = status | flags;
+  RESULT[1] = pid;
+  const s = stringify(RESULT);
   OUT.length = 0;
   flags = 0;
   return s;
@@ -446,10 +532,38 @@ function drain(sync, count) {
   return general(0, 0);
 }
 
-function describe(e) {
+function isError(e) {
   try {
-    if (e instanceof Error) return String(e) + "\n" + (e.stack ?? "");
-    return "Uncaught " + inspect(e, 0) + "\n";
+    return typeof e === "object" && e !== null && isPrototypeOf(ErrorPrototype, e);
+  } catch (_) {
+    return false;  // a Proxy whose getPrototypeOf throws
+  }
+}
+
+// A thrown value that is not an Error as the log shows it: the engine records no position for it.
+function notAnError(e, how) {
+  let text;
+  try {
+    text = typeof e === "string" ? stringify(e) : typeof e === "symbol" ? String(e) : inspect(e, 1);
+  } catch (_) {
+    text = "a value that cannot be printed";
+  }
+  return "Uncaught " + how + text + " (thrown as it is, not as an Error, so without a position: " +
+         "throw new Error(...) to get one)";
+}
+
+// What a hook threw, made an Error when it was not one, so that the server's log says what it was.
+function thrown(e) {
+  if (isError(e)) return e;
+  const error = new Error(notAnError(e, ""));
+  error.name = "";
+  return error;
+}
+
+function describe(e, how = "") {
+  try {
+    if (isError(e)) return String(e) + "\n" + (e.stack ?? "");
+    return notAnError(e, how) + "\n";
   } catch (_) {
     return "Uncaught exception (cannot be printed)\n";
   }
@@ -463,12 +577,12 @@ function inspect(v, depth) {
     case "function": return "[Function: " + (v.name || "(anonymous)") + "]";
     case "object":
       if (v === null) return "null";
-      if (v instanceof Error) return v.stack ? String(v) + "\n" + v.stack.replace(/\n$/, "") : String(v);
+      if (isError(v)) return v.stack ? String(v) + "\n" + v.stack.replace(/\n$/, "") : String(v);
       try {
         const s = stringify(v, (k, x) => typeof x === "bigint" ? x.toString() + "n" : x);
         if (s !== undefined) return s;
       } catch (_) { /* cyclic */ }
-      return Object.prototype.toString.call(v);
+      return objectToString(v);
     default: return String(v);
   }
 }
@@ -498,34 +612,44 @@ function delay(ms) {
 
 function addTimer(fn, ms, args, repeat) {
   if (typeof fn !== "function") throw new TypeError("the callback must be a function");
-  if (timers.size >= MAX_TIMERS) throw new RangeError("too many timers (" + MAX_TIMERS + ")");
+  if (mapSize(timers) >= MAX_TIMERS) throw new RangeError("too many timers (" + MAX_TIMERS + ")");
   const id = ++timerSeq, d = delay(ms);
-  timers.set(id, [fn, args, repeat ? d : 0]);
+  mapSet(timers, id, [fn, args, repeat ? d : 0]);
   OUT.push(OP_TIMER, id, d);
   return id;
 }
 
 function clearTimer(id) {
   id = Number(id);
-  if (timers.delete(id)) OUT.push(OP_CLEAR, id);
+  if (mapDelete(timers, id)) OUT.push(OP_CLEAR, id);
 }
 
 function fire(id, sync, count) {
   if (sync !== null) applySync(sync, count);
   curMsg = NONE; curH = -1;
-  const t = timers.get(id);
+  const t = mapGet(timers, id);
   if (t !== undefined) {
-    if (t[2]) OUT.push(OP_TIMER, id, t[2]); else timers.delete(id);
-    t[0](...t[1]);
+    if (t[2]) OUT.push(OP_TIMER, id, t[2]); else mapDelete(timers, id);
+    try {
+      apply(t[0], undefined, t[1]);
+    } catch (e) {
+      throw thrown(e);
+    }
   }
   return drain(null, 0);
 }
 
 function queueMicrotask(fn) {
   if (typeof fn !== "function") throw new TypeError("queueMicrotask: the callback must be a function");
+  if (halted) throw haltedError();
   flags |= S_JOBS;
-  PromiseThen.call(Promise.resolve(), () => {
-    try { fn(); } catch (e) { OUT.push(OP_LOG, 40, "uncaught error in a microtask\n" + describe(e)); }
+  promiseThen(promiseResolve(), () => {
+    try {
+      fn();
+    } catch (e) {
+      // A refused job while a runaway chain is stopped: the server logs the chain once.
+      if (!halted) OUT.push(OP_LOG, 40, "uncaught error in a microtask\n" + describe(e));
+    }
   });
 }
 
@@ -537,7 +661,7 @@ class ServerRoom {
   #n;
   constructor(n) { this.#n = n; }
   broadcast(message) { toRoom(-1, this.#n, message, 0, "broadcast(message)"); }
-  members() { return counts.get(this.#n) ?? 0; }
+  members() { return countOf(this.#n); }
   getName() { return this.#n; }
   get [Symbol.toStringTag]() { return "ServerRoom"; }
 }
@@ -545,6 +669,180 @@ class ServerRoom {
 const server = Object.freeze({
   room(name) { return new ServerRoom(typeof name === "string" ? name : String(name)); },
   [Symbol.toStringTag]: "Server",
+});
+
+// ---- native work the engine does not interrupt ------------------------------------------------
+//
+// The engine checks its interrupt handler (the CPU-time limit) as it runs bytecode, in regular
+// expressions and in most built-ins, but only every 10,000 or so operations, and a few built-ins
+// loop in C without checking it at all: a string search with a string pattern (indexOf,
+// includes, split, replace, replaceAll) costs text x pattern steps ("a".repeat(1e6).indexOf(
+// "a".repeat(1e4) + "b"): 23 s in one call), and reverse, copyWithin, shift, unshift, splice,
+// sort, join, slice, concat, fill and flat walk every index of an array, sparse or not (2^26:
+// 1-2 s). One such call, or a loop of 10,000 shorter ones between two checks, would stall the
+// server's event loop. So: a call costing more than LIGHT steps is followed by `check()`, which
+// makes the engine consult the handler at once; a search costing more than HEAVY runs in
+// JavaScript (a loop over the candidates) or as a regular expression, both interruptible; an
+// array longer than HEAVY is refused with a RangeError (it can only be sparse: dense, it would
+// not fit the default memory limit). What slips past these, the server's watchdog reports.
+const LIGHT = 1 << 16, HEAVY = 1 << 24;
+const RegExpCtor = RegExp, regExpExec = uncurry(RegExp.prototype.exec), isArray = Array.isArray;
+const startsWith = uncurry(String.prototype.startsWith), strSlice = uncurry(String.prototype.slice);
+const SPECIAL = "\\^$.*+?()[]{}|";
+
+// The engine consults the interrupt handler when its countdown of 10,000 checks runs out.
+function check() {
+  for (let i = 0; i < 10001; i++);
+}
+
+function escapeRegExp(p) {
+  let out = "";
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i];
+    out += strIndexOf(SPECIAL, c) >= 0 ? "\\" + c : c;
+  }
+  return out;
+}
+
+function guardSearch(name, length, heavy) {
+  const call = uncurry(String.prototype[name]);
+  const matcher = name === "split" ? Symbol.split : name === "includes" || name === "indexOf" ? Symbol.match
+                  : Symbol.replace;
+  const wrapper = {
+    [name](pattern, arg) {
+      let s = this, p = pattern;
+      if (typeof s !== "string" || typeof p !== "string") {
+        if (s === null || s === undefined) throw new TypeError("String.prototype." + name + " called on " + s);
+        // A RegExp (anything with its own matcher) runs as the engine runs it: interruptibly.
+        if (p === null || p === undefined ||
+            (typeof p === "object" || typeof p === "function") && p[matcher] != null) return call(s, p, arg);
+        s = `${s}`;
+        p = `${p}`;
+      }
+      const cost = s.length * (p.length - 1);
+      if (cost <= LIGHT) return call(s, p, arg);
+      if (cost > HEAVY) return heavy(s, p, arg);
+      const r = call(s, p, arg);
+      check();
+      return r;
+    },
+  }[name];
+  defineProperty(wrapper, "length", { value: length });
+  defineProperty(String.prototype, name, { value: wrapper, writable: true, configurable: true });
+}
+
+// indexOf in JavaScript: the native search finds the candidates (the pattern's first character),
+// startsWith checks each; a pattern longer than 256 is matched as a regular expression.
+function searchFrom(s, p, position) {
+  let from = Math.trunc(+position) || 0;
+  from = from < 0 ? 0 : from > s.length ? s.length : from;
+  if (p.length > 256) {
+    const re = new RegExpCtor(escapeRegExp(p), "g");
+    re.lastIndex = from;
+    const m = regExpExec(re, s);
+    return m === null ? -1 : m.index;
+  }
+  const first = p[0], last = s.length - p.length;
+  for (let i = strIndexOf(s, first, from); i >= 0 && i <= last; i = strIndexOf(s, first, i + 1)) {
+    if (startsWith(s, p, i)) return i;
+  }
+  return -1;
+}
+
+guardSearch("indexOf", 1, searchFrom);
+guardSearch("includes", 1, (s, p, position) => searchFrom(s, p, position) >= 0);
+
+// split, replace and replaceAll over the positions searchFrom finds, as the built-ins would.
+guardSearch("split", 2, (s, p, limit) => {
+  const max = limit === undefined ? 4294967295 : limit >>> 0, parts = [];
+  let from = 0;
+  while (parts.length < max) {
+    const at = searchFrom(s, p, from);
+    if (at < 0) break;
+    defineProperty(parts, parts.length, { value: strSlice(s, from, at), writable: true, enumerable: true, configurable: true });
+    from = at + p.length;
+  }
+  if (parts.length < max) {
+    defineProperty(parts, parts.length, { value: strSlice(s, from), writable: true, enumerable: true, configurable: true });
+  }
+  return parts;
+});
+
+function substitute(s, p, at, by) {
+  if (typeof by === "function") return `${by(p, at, s)}`;
+  let out = "";
+  for (let i = 0; i < by.length; i++) {
+    const c = by[i], d = by[i + 1];
+    if (c !== "$" || d === undefined) out += c;
+    else if (d === "$") { out += "$"; i++; }
+    else if (d === "&") { out += p; i++; }
+    else if (d === "`") { out += strSlice(s, 0, at); i++; }
+    else if (d === "'") { out += strSlice(s, at + p.length); i++; }
+    else out += c;
+  }
+  return out;
+}
+
+function replaceFrom(s, p, by, all) {
+  if (typeof by !== "function") by = `${by}`;
+  let out = "", from = 0, at = searchFrom(s, p, 0);
+  while (at >= 0) {
+    out += strSlice(s, from, at) + substitute(s, p, at, by);
+    from = at + p.length;
+    if (!all) break;
+    at = searchFrom(s, p, from);
+  }
+  return out + strSlice(s, from);
+}
+
+guardSearch("replace", 2, (s, p, by) => replaceFrom(s, p, by, false));
+guardSearch("replaceAll", 2, (s, p, by) => replaceFrom(s, p, by, true));
+
+function tooLong(name, n) {
+  return new RangeError("Array.prototype." + name + " on " + n + " elements: dieselengine allows it up to " +
+                        HEAVY + " (the engine cannot interrupt it, and a longer call would stall the server)");
+}
+
+for (const name of ["reverse", "copyWithin", "shift", "unshift", "splice", "sort", "join", "slice", "concat",
+                    "fill", "flat"]) {
+  const native = Array.prototype[name];
+  const wrapper = {
+    [name](...args) {
+      let n = 0;
+      if (typeof this === "object" && this !== null) {
+        n = +this.length;
+        if (n > HEAVY) throw tooLong(name, n);
+      }
+      if (name === "concat") {
+        for (let i = 0; i < args.length; i++) {
+          const a = args[i];
+          if (isArray(a)) {
+            if (a.length > HEAVY) throw tooLong(name, a.length);
+            n += a.length;
+          }
+        }
+      }
+      const r = apply(native, this, args);
+      if (n > LIGHT) check();
+      return r;
+    },
+  }[name];
+  defineProperty(wrapper, "length", { value: native.length });
+  defineProperty(Array.prototype, name, { value: wrapper, writable: true, configurable: true });
+}
+
+// ---- Error.prepareStackTrace ---------------------------------------------------------------------
+//
+// quickjs-ng has V8's stack trace API: the engine calls Error.prepareStackTrace(error, callSites),
+// and a call site's getFunction() is the function of its frame, the prelude's own included. The
+// engine only calls a data property there: as an accessor, what a script assigns is kept (and
+// read back) but never called, and `error.stack` stays the engine's text.
+
+let userPrepare;
+defineProperty(Error, "prepareStackTrace", {
+  get() { return userPrepare; },
+  set(f) { userPrepare = f; },
+  configurable: false,
 });
 
 const globals = {
@@ -594,7 +892,7 @@ function post(...op) {
 // A module's evaluation promise: returns a probe, "ok", "pending" or the error, once jobs ran.
 function settled(p) {
   let state = "pending";
-  PromiseThen.call(p, () => { state = "ok"; }, (e) => { state = describe(e); });
+  promiseThen(p, () => { state = "ok"; }, (e) => { state = describe(e); });
   return () => state;
 }
 
@@ -603,11 +901,23 @@ function known(h) { return byHandle[h] !== undefined; }
 
 function reset() { OUT.length = 0; flags = 0; curMsg = NONE; curH = -1; }
 
-function init(sync) { applySync(sync, -1); }
+// sync: the counts to start from; max: --max-rooms-per-session.
+function init(sync, max) {
+  applySync(sync, -1);
+  maxRooms = max;
+}
+
+// Returns where the first job refused while halted was queued from.
+function halt(on) {
+  const at = haltedAt;
+  halted = on;
+  haltedAt = null;
+  return at;
+}
 
 const api = {
   openSession, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
-  bindHooks, exportNames, post, settled, reset, init, refetch, known,
+  bindHooks, exportNames, post, settled, reset, init, refetch, known, halt,
 };
 return (name) => api[name];
 })()

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from urllib.parse import parse_qs
 
 import quickjs
 
+from ..rooms import RoomLimitError
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
 from . import cpu_limit, webapi
 from .counts import HubLink, hub_link
@@ -63,6 +66,16 @@ _NO_SYNC: tuple[None, int] = (None, 0)
 S_PROMISE, S_JOBS = 1, 2
 #: Promise jobs run in one go before the rest wait for the next loop iteration.
 _MAX_JOBS = 10000
+#: The prelude's caps (MAX_TIMERS, MAX_ROOM_IDS), checked again here: its outbox can be forged.
+MAX_TIMERS, MAX_ROOM_IDS = 100000, 4096
+#: The longest timer delay (a signed 32-bit count of milliseconds, as in browsers).
+_MAX_DELAY = 2147483647
+_LOG_LEVELS = frozenset((10, 20, 30, 40))
+
+
+def _handle(value: Any) -> int | None:
+    """A session handle from the outbox; a value that is not one finds no session."""
+    return value if type(value) is int else None
 
 
 
@@ -108,6 +121,14 @@ class JsScript:
         #: What the interrupt handler last saw of the entries into the engine (see _on_interrupt).
         self._seen_entry = -1
         self._entry_cpu = 0.0
+        #: A runaway chain of promise jobs is being stopped (see _halt), the first error it threw,
+        #: and the CPU time the chain has used in earlier passes.
+        self._halted = False
+        self._halt_error: str | None = None
+        self._chain_cpu = 0.0
+        #: The rooms whose counts this script's context mirrors: those it has joined or asked the
+        #: count of (through `_count_of`).
+        self._mirrored: set[str] = set()
         self._watch_key = 0
         self._runtime: int | None = None
         self._ctx: Any = None
@@ -145,6 +166,9 @@ class JsScript:
             raise ScriptError(f"{self.path}: this build of quickjs-ng does not expose its C API, which "
                               "dieselengine needs to load modules and time calls")
         self._runtime, self._watch_key = watched
+        # A call from the engine into Python, possible without the binding's time limit: the count
+        # of a room the context does not mirror yet (the prelude takes it and hides it).
+        ctx.add_callable("__diesel_count__", self._count_of)
         api = ctx.eval(_PRELUDE)
         self._web = webapi.install(ctx, api("post"))
         ctx.eval(_COMMONJS)
@@ -156,10 +180,7 @@ class JsScript:
         self._reset = api("reset")
         self._refetch = api("refetch")
         link = self._link = hub_link(self.hub)
-        counts = dict(link.counts)
-        for room in self.hub.rooms:
-            counts[room] = self.hub.members(room)
-        api("init")(json.dumps([counts, []]))
+        api("init")(json.dumps([{}, []]), self.hub.settings.max_rooms_per_session)
         link.scripts.append(self)
 
         # The engine loads the modules itself, asking `modules` for each (see modules.py).
@@ -259,7 +280,7 @@ class JsScript:
             if result & 3 == K_SEND:
                 session.send(message)
             else:
-                self.hub.broadcast(self._room_names[result >> 2], message,
+                self.hub.broadcast(self._room_name(result >> 2), message,
                                    session if result & 3 == K_EXCEPT else None)
         elif result[0] != "[":
             self._short(result, session)  # one send or broadcast of a new text, a join or a leave
@@ -338,7 +359,7 @@ class JsScript:
                 self._short(result, session)
             self._maybe_tick()
             return None
-        status, pid, ops = json.loads(result)
+        status, pid, ops = self._general(result)
         future = None
         if status & S_PROMISE:
             future = self._loop.create_future()
@@ -362,7 +383,10 @@ class JsScript:
         """One op of the calling session: "code * 2**32 + length:text", a send or broadcast of a new
         text, or a join or leave of the room the text names."""
         head, _, text = result.partition(":")
-        value = int(head)
+        try:
+            value = int(head)
+        except ValueError:
+            raise self._forged("a result it cannot read", result) from None
         if len(text) != value & 0xFFFFFFFF:
             text = self._full_text(text, value & 0xFFFFFFFF)
         code = value >> 32
@@ -370,11 +394,14 @@ class JsScript:
         if kind == K_SEND:
             session.send(text)
         elif kind:
-            self.hub.broadcast(self._room_names[code >> 2], text, session if kind == K_EXCEPT else None)
-        elif code & M_LEAVE:
-            self.hub.leave(session, text)
+            self.hub.broadcast(self._room_name(code >> 2), text, session if kind == K_EXCEPT else None)
         else:
-            self.hub.join(session, text)
+            self._membership(not code & M_LEAVE, session, text)
+
+    def _room_name(self, room_id: int) -> str:
+        if not 0 <= room_id < len(self._room_names):
+            raise self._forged("an unknown room id", room_id)
+        return self._room_names[room_id]
 
     def _full_text(self, text: str, length: int) -> str:
         """The engine counts UTF-16 units, Python code points; when they differ by more than the
@@ -398,107 +425,180 @@ class JsScript:
             return
         self._flush(queued, session, message)
 
-    def _flush(self, queued: str | None, session: Session | None, message: Message | None) -> None:
+    def _flush(self, queued: str | None, session: Session | None, message: Message | None, jobs: bool = True) -> None:
+        """What a call queued outside a hook (a timer, promise jobs, after an error): a bad value
+        is logged as the script's error. `jobs`: run the promise jobs it queued too."""
+        try:
+            self._flush_ops(queued, session, message, jobs)
+        except JsError as exc:
+            self.hub.stats.handler_errors += 1
+            self._log.error("%s", exc)
+
+    def _flush_ops(self, queued: str | None, session: Session | None, message: Message | None, jobs: bool) -> None:
         if queued is None:
             return
-        status, _, ops = json.loads(queued)
+        status, _, ops = self._general(queued)
         if ops:
             self._apply(ops, session, message)
-        if status & S_JOBS:
+        if status & S_JOBS and jobs:
             self._run_jobs()
+
+    def _general(self, result: Any) -> tuple[int, int, list[Any]]:
+        """[status, promise id, ops] of a JSON result."""
+        try:
+            status, pid, ops = json.loads(result)
+        except (TypeError, ValueError):
+            raise self._forged("a result it cannot read", result) from None
+        if type(status) is not int or type(pid) is not int or type(ops) is not list:
+            raise self._forged("a result it cannot read", result)
+        return status, pid, ops
 
     # -- the outbox ------------------------------------------------------------------------------
 
-    def _apply(self, ops: list[Any], session: Session | None, message: Message | None) -> None:
-        """Execute queued host operations in order. A bad operation is logged and skipped."""
+    def _apply(self, ops: Any, session: Session | None, message: Message | None) -> None:
+        """Execute queued host operations in order. The outbox is the script's own, and a script
+        can tamper with it (setters on the prototypes' indices, toJSON): every value is checked
+        here, and a bad one is that script's error (`_forged`), never the server's or another
+        script's. Handles are looked up among this script's sessions only."""
+        if type(ops) is not list:
+            raise self._forged("an outbox that is not a list", ops)
         live = self._live
         hub = self.hub
         i, n = 0, len(ops)
         while i < n:
             op = ops[i]
-            arity = _ARITY.get(op)
-            if arity is None:
-                self._log.error("internal: unknown outbox operation %r", op)
-                return
+            arity = _ARITY.get(op) if type(op) is int else None
+            if arity is None or i + 1 + arity > n:
+                raise self._forged("an unknown operation", op)
             args = ops[i + 1:i + 1 + arity]
             i += 1 + arity
-            try:
-                if op == OP_BCAST or op == OP_BCAST_BIN or op == OP_BCAST_MSG:
-                    target = live.get(args[0])
-                    payload: Message
-                    if op == OP_BCAST:
-                        payload = args[2]
-                    elif op == OP_BCAST_BIN:
-                        payload = base64.b64decode(args[2])
-                    else:
-                        payload = message  # type: ignore[assignment]
-                    skip = target if args[-1] else None
-                    try:
-                        hub.broadcast(args[1], payload, skip)
-                    except UnicodeEncodeError:
-                        hub.broadcast(args[1], _fix_text(payload), skip)  # type: ignore[arg-type]
-                elif op == OP_SEND or op == OP_SEND_BIN or op == OP_SEND_MSG:
-                    target = live.get(args[0])
-                    if target is None:
-                        continue
-                    if op == OP_SEND:
+            if op == OP_BCAST or op == OP_BCAST_BIN or op == OP_BCAST_MSG:
+                target = live.get(_handle(args[0]))
+                room = self._room(args[1])
+                payload: Message
+                if op == OP_BCAST:
+                    payload = self._text(args[2])
+                elif op == OP_BCAST_BIN:
+                    payload = self._binary(args[2])
+                else:
+                    payload = message  # type: ignore[assignment]
+                skip = target if args[-1] else None
+                try:
+                    hub.broadcast(room, payload, skip)
+                except UnicodeEncodeError:
+                    hub.broadcast(room, _fix_text(payload), skip)  # type: ignore[arg-type]
+            elif op == OP_SEND or op == OP_SEND_BIN or op == OP_SEND_MSG:
+                target = live.get(_handle(args[0]))
+                if op == OP_SEND:
+                    text = self._text(args[1])
+                    if target is not None:
                         try:
-                            target.send(args[1])
+                            target.send(text)
                         except UnicodeEncodeError:
-                            target.send(_fix_text(args[1]))
-                    elif op == OP_SEND_BIN:
-                        target.send(base64.b64decode(args[1]))
+                            target.send(_fix_text(text))
+                elif op == OP_SEND_BIN:
+                    data = self._binary(args[1])
+                    if target is not None:
+                        target.send(data)
+                elif target is not None:
+                    target.send(message)  # type: ignore[arg-type]
+            elif op == OP_JOIN or op == OP_LEAVE:
+                target = live.get(_handle(args[0]))
+                room = self._room(args[1])
+                if target is not None:
+                    self._membership(op == OP_JOIN, target, room)
+            elif op == OP_LOG:
+                level, text = args
+                if level not in _LOG_LEVELS:
+                    raise self._forged("a log level", level)
+                text = self._text(text)
+                self._log.log(level, "%s", locate(text) if "<input>:" in text or "\x01" in text else text)
+            elif op == OP_TIMER:
+                timer_id, ms = args
+                if type(timer_id) is not int or type(ms) not in (int, float) or not 1 <= ms <= _MAX_DELAY:
+                    raise self._forged("a timer", [timer_id, ms])
+                old = self._timers.pop(timer_id, None)
+                if old is not None:
+                    old.cancel()
+                elif len(self._timers) >= MAX_TIMERS:
+                    raise self._forged(f"more than {MAX_TIMERS} timers", timer_id)
+                if not self._unloaded:
+                    self._timers[timer_id] = self._loop.call_later(ms / 1000, self._fire, timer_id)
+            elif op == OP_CLEAR:
+                old = self._timers.pop(args[0], None) if type(args[0]) is int else None
+                if old is not None:
+                    old.cancel()
+            elif op == OP_CLOSE:
+                handle, code, reason = args
+                target = live.get(_handle(handle))
+                if type(code) is not int or not self.hub.wire.valid_close_code(code) or type(reason) is not str:
+                    raise self._forged("a close code and reason", [code, reason])
+                if target is not None:
+                    # The wire cuts the reason to 123 bytes on a character boundary.
+                    target.close(code, reason)
+            elif op == OP_SETTLE:
+                pid, ok, text = args
+                future = self._promises.pop(pid, None) if type(pid) is int else None
+                if future is not None and not future.done():
+                    if ok:
+                        future.set_result(None)
                     else:
-                        target.send(message)  # type: ignore[arg-type]
-                elif op == OP_JOIN:
-                    target = live.get(args[0])
-                    if target is not None:
-                        hub.join(target, args[1])
-                elif op == OP_LEAVE:
-                    target = live.get(args[0])
-                    if target is not None:
-                        hub.leave(target, args[1])
-                elif op == OP_LOG:
-                    text = args[1]
-                    self._log.log(args[0], "%s", locate(text) if "<input>:" in text or "\x01" in text else text)
-                elif op == OP_TIMER:
-                    timer_id, ms = args
-                    old = self._timers.pop(timer_id, None)
-                    if old is not None:
-                        old.cancel()
-                    if not self._unloaded:
-                        self._timers[timer_id] = self._loop.call_later(ms / 1000, self._fire, timer_id)
-                elif op == OP_CLEAR:
-                    old = self._timers.pop(args[0], None)
-                    if old is not None:
-                        old.cancel()
-                elif op == OP_CLOSE:
-                    target = live.get(args[0])
-                    if target is not None:
-                        # The wire cuts the reason to 123 bytes on a character boundary.
-                        target.close(int(args[1]), str(args[2]))
-                elif op == OP_SETTLE:
-                    future = self._promises.pop(args[0], None)
-                    if future is not None and not future.done():
-                        if args[1]:
-                            future.set_result(None)
-                        else:
-                            future.set_exception(JsError(self._describe(args[2])))
-                elif op == OP_FETCH:
-                    self._start_fetch(*args)
-                elif op == OP_FETCH_ABORT:
-                    task = self._fetches.pop(args[0], None)
-                    if task is not None:
-                        task.cancel()
-                elif op == OP_ROOM_ID:
-                    room_id, room = args
-                    names = self._room_names
-                    if room_id == len(names):
-                        names.append(room)
-                    elif room_id < len(names):
-                        names[room_id] = room
-            except Exception:
-                self._log.exception("internal: outbox operation %r failed", op)
+                        future.set_exception(JsError(self._describe(self._text(text))))
+            elif op == OP_FETCH:
+                fetch_id, url, method, headers, body, redirect = args
+                if (type(fetch_id) is not int or type(url) is not str or type(method) is not str
+                        or type(headers) is not list or any(type(h) is not str for h in headers)
+                        or body is not None and type(body) is not str or type(redirect) is not str):
+                    raise self._forged("a fetch", args)
+                self._start_fetch(fetch_id, url, method, headers, body, redirect)
+            elif op == OP_FETCH_ABORT:
+                task = self._fetches.pop(args[0], None) if type(args[0]) is int else None
+                if task is not None:
+                    task.cancel()
+            elif op == OP_ROOM_ID:
+                room_id, room = args
+                names = self._room_names
+                if type(room_id) is not int or not 0 <= room_id <= len(names) or room_id >= MAX_ROOM_IDS:
+                    raise self._forged("a room id", room_id)
+                room = self._room(room)
+                if room_id == len(names):
+                    names.append(room)
+                else:
+                    names[room_id] = room
+
+    def _membership(self, join: bool, session: Session, room: str) -> None:
+        """A join or leave by the script: the room is mirrored in its context from now on."""
+        if join:
+            try:
+                self.hub.join(session, room)
+            except RoomLimitError as exc:
+                raise JsError(f"RangeError: {exc}") from None
+            self._mirrored.add(room)
+        else:
+            self.hub.leave(session, room)
+
+    def _forged(self, what: str, value: Any) -> JsError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return JsError(f"TypeError: the script handed the server {what}: {shown} (were built-in prototypes "
+                       "tampered with?); the rest of what the call queued is dropped")
+
+    def _room(self, value: Any) -> str:
+        if type(value) is not str:
+            raise self._forged("a room name that is not a string", value)
+        return value
+
+    def _text(self, value: Any) -> str:
+        if type(value) is not str:
+            raise self._forged("a text that is not a string", value)
+        return value
+
+    def _binary(self, value: Any) -> bytes:
+        try:
+            return base64.b64decode(self._text(value), validate=True)
+        except binascii.Error:
+            raise self._forged("binary data that is not base64", value) from None
 
     def _sync(self) -> tuple[str, int]:
         """What changed since the last call: room counts and sessions that started closing. The
@@ -513,6 +613,21 @@ class JsScript:
         text = json.dumps([dirty, self._closed])
         self._closed = []
         return text, -1
+
+    def _count_of(self, name: Any) -> int:
+        """The prelude asks for the count of a room it does not mirror (members(), join()), its
+        name as JSON; from now on the room's changes are pushed into the context, until its count
+        is 0 again."""
+        try:
+            room = json.loads(name)
+        except (TypeError, ValueError):
+            return 0
+        if type(room) is not str or self._unloaded:
+            return 0
+        members = self.hub.members(room)
+        if members:
+            self._mirrored.add(room)
+        return members
 
     def _push_counts(self) -> None:
         if self._unloaded or not self._entry.stale:
@@ -542,32 +657,89 @@ class JsScript:
             self._run_jobs()
 
     def _run_jobs(self) -> None:
-        """Run pending promise jobs (each under the time limit), then what they queued."""
+        """Run pending promise jobs, then what they queued.
+
+        A pass is one entry into the engine for the CPU-time limit, as a handler call is, and runs
+        at most _MAX_JOBS jobs before the rest wait for the next loop iteration. A chain of jobs
+        that never lets the queue empty (`for (;;) await null`, a `queueMicrotask` loop) is timed
+        across passes; once it has used the script's CPU time it is stopped (see `_halt`)."""
         ctx = self._ctx
-        ran = 0
         if self._entry.stale:
-            self._flush(self._drain(*self._sync()), None, None)
-        while True:
-            self._entry.entries += 1
+            self._flush(self._drain(*self._sync()), None, None, jobs=False)
+        started = time.thread_time()
+        self._entry.entries += 1
+        if self._halted:
+            self._interrupt_now()
+        ran = 0
+        empty = False
+        while ran < _MAX_JOBS:
             try:
                 if not ctx.execute_pending_job():
+                    empty = True
                     break
             except quickjs.JSException as exc:
-                self.hub.stats.handler_errors += 1
-                self._log.error("uncaught error in a promise job\n%s", self._describe(str(exc)))
+                self._job_failed(str(exc))
             ran += 1
-            if ran >= _MAX_JOBS:
-                # A promise loop that never ends must not stall the server: come back next iteration.
-                if not self._jobs_scheduled:
-                    self._schedule_jobs()
-                break
+            if not ran & 255 and not self._halted and self._chain_cpu + time.thread_time() - started >= self._timeout:
+                self._halt()
         if ran:
             try:
                 queued = self._drain(None, 0)
             except quickjs.JSException:
                 self._reset()
-                return
-            self._flush(queued, None, None)
+                queued = None
+            self._flush(queued, None, None, jobs=False)
+        if empty:
+            self._chain_cpu = 0.0
+            if self._halted:
+                self._resume_jobs()
+        else:
+            self._chain_cpu += time.thread_time() - started
+            if not self._jobs_scheduled and not self._unloaded:
+                self._schedule_jobs()  # the rest in the next loop iteration
+
+    def _job_failed(self, text: str) -> None:
+        """An error a job threw. One past the CPU time stops the chain (logged once, with the
+        first such error, when the chain is over)."""
+        if not self._halted and text.startswith("InternalError: interrupted"):
+            self._halt()
+        if self._halted:
+            if self._halt_error is None:
+                self._halt_error = text
+            return
+        self.hub.stats.handler_errors += 1
+        self._log.error("uncaught error in a promise job\n%s", self._describe(text))
+
+    def _halt(self) -> None:
+        """A chain of promise jobs used the script's CPU time: the prelude refuses new jobs
+        (`then`, `queueMicrotask` throw) and, after a short grace, every job still queued is
+        interrupted at its first check, until the queue is empty; logged once, when it is."""
+        self._halted = True
+        self._halt_error = None
+        self._api("halt")(True)
+        # A short grace, for a job to reach a refused `then` and say where the chain is.
+        self._entry.entries += 1
+        self._seen_entry = self._entry.entries
+        self._entry_cpu = time.thread_time() - self._timeout + min(0.05, self._timeout / 4)
+
+    def _interrupt_now(self) -> None:
+        """The current entry is over its CPU time (see cpu_limit._on_interrupt)."""
+        self._seen_entry = self._entry.entries
+        self._entry_cpu = float("-inf")
+
+    def _resume_jobs(self) -> None:
+        self._halted = False
+        where = self._api("halt")(False)
+        self.hub.stats.handler_errors += 1
+        # The first error of the chain that has a position, or else the first.
+        errors = [text for text in (self._halt_error, where) if text]
+        detail = next((text for text in errors if first_location(text)), errors[0] if errors else "")
+        position = first_location(detail) if detail else None
+        located = "%s:%d:%d" % position if position else None
+        detail = locate(detail) if detail else ""
+        self._log.error("%sa chain of promise jobs used more than its %g s of CPU time (--script-timeout) and "
+                        "was stopped%s", f"{located}: " if located else "", self._timeout,
+                        "\n" + detail.rstrip() if detail else "")
 
     def _fire(self, timer_id: int) -> None:
         if self._unloaded:
