@@ -104,6 +104,7 @@ const checks = {
   },
 };
 export async function onMessage(session, name) {
+  if (name === "throw") new URL("no base");
   try {
     session.send(JSON.stringify(await checks[name]()));
   } catch (e) {
@@ -125,7 +126,15 @@ def test_web_apis_behave_as_specified(serve, tmp_path):
                 await ws.send(name)
                 results[name] = json.loads(await ws.recv())
 
+            await ws.send("throw")  # an uncaught error thrown inside the web APIs' code
+            await ws.send("base64")
+            results["after throw"] = json.loads(await ws.recv())
+
     asyncio.run(asyncio.wait_for(main(), 30))
+    log = server.wait_log(r"uncaught error in the message handler.*\n.*\n.*\n").group(0)
+    # located in the script, without the server's own frames
+    assert 'TypeError: Invalid URL: "no base" (a relative URL needs a base)' in log and "web.js:" in log, log
+    assert "<null>" not in log and "<input>" not in log, log
     r = results
     # TextEncoder / TextDecoder
     assert r["encode"] == list("h€😀".encode())

@@ -1,6 +1,7 @@
 """Error positions. Modules are named by their path in the served folder (`chat.js`,
 `node_modules/zod/index.js`), so the engine's stack frames already say file, line and column;
-frames of the server's own JavaScript (the prelude and web APIs, evaluated as `<input>`) and of
+frames of the server's own JavaScript (the prelude, evaluated as `<input>`, and the web APIs, loaded
+as bytecode without positions: `<null>`) and of
 generated modules (names starting with U+0001) are dropped."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class JsError(Exception):
 
 
 def _ours(name: str) -> bool:
-    return name == "<input>" or name.startswith("\x01")
+    return name in ("<input>", "<null>") or name.startswith("\x01")
 
 
 def locate(text: str) -> str:

@@ -32,7 +32,7 @@ import quickjs
 
 from ..rooms import RoomLimitError
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
-from . import cpu_limit, webapi
+from . import bytecode, cpu_limit, webapi
 from .counts import HubLink, hub_link
 from .fetch import FetchError, Response, fetcher_for
 from .locations import JsError, first_location, locate
@@ -171,7 +171,7 @@ class JsScript:
         ctx.add_callable("__diesel_count__", self._count_of)
         api = ctx.eval(_PRELUDE)
         self._web = webapi.install(ctx, api("post"))
-        ctx.eval(_COMMONJS)
+        bytecode.evaluate(ctx, _COMMONJS)
         self._api = api
         self._new_session = api("newSession")
         self._export_attrs = api("exportAttrs")
@@ -512,7 +512,7 @@ class JsScript:
                 if level not in _LOG_LEVELS:
                     raise self._forged("a log level", level)
                 text = self._text(text)
-                self._log.log(level, "%s", locate(text) if "<input>:" in text or "\x01" in text else text)
+                self._log.log(level, "%s", locate(text) if "<input>:" in text or "<null>:" in text or "\x01" in text else text)
             elif op == OP_TIMER:
                 timer_id, ms = args
                 if type(timer_id) is not int or type(ms) not in (int, float) or not 1 <= ms <= _MAX_DELAY:

@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from . import bytecode
+
 _FOLDER = Path(__file__).with_name("web")
 #: In dependency order: fetch's Body uses TextEncoder, Request uses URL and AbortSignal.
 FILES = ("encoding", "events", "url", "clone", "crypto", "fetch")
@@ -65,6 +67,6 @@ def install(ctx: Any, post: Any) -> Any:
     """Evaluate the web APIs into a fresh context; returns the accessor of their internal functions.
     `post` appends an operation to the context's outbox."""
     ctx.add_callable("__diesel_host__", host)
-    internal = ctx.eval(SOURCE)(ctx.get("__diesel_host__"), post)
+    internal = bytecode.evaluate(ctx, SOURCE)(ctx.get("__diesel_host__"), post)
     ctx.eval("delete globalThis.__diesel_host__")
     return internal
