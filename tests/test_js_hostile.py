@@ -480,3 +480,41 @@ def test_prepare_stack_trace_hands_out_no_function(serve, tmp_path):
             assert json.loads(await ws.recv()) == {"stack": "string", "prepared": False, "functions": []}
 
     run(main)
+
+
+# ---- item 7: reload survives any script ------------------------------------------------------------
+
+GOOD = r'''
+export function onMessage(session, message) { session.send("v1 " + message); }
+'''
+
+HOSTILE_VERSIONS = {
+    "native": 'const n = "a".repeat(1e6).indexOf("a".repeat(1e4) + "b");\nexport function onMessage() {}\n',
+    "spin": "for (;;) {}\nexport function onMessage() {}\n",
+    "jobs": "for (;;) await null;\nexport function onMessage() {}\n",
+    "symbol": 'throw Symbol("top");\n',
+    "stack": "Error.prepareStackTrace = (e, sites) => sites;\nfunction f() { return f(); }\nf();\n",
+}
+
+
+def test_reload_survives_any_new_version(serve, tmp_path):
+    folder = app(tmp_path, GOOD)
+    server = serve(folder, "--reload", "--script-timeout", "0.25")
+
+    async def main():
+        async with websockets.connect(server.url("/ws/hostile")) as ws:
+            for n, (name, source) in enumerate(HOSTILE_VERSIONS.items(), 1):
+                write_scripts(folder, {"hostile.js": f"// {name}\n" + source})
+                await asyncio.to_thread(server.wait_log, r"(?s)(reload of hostile\.js failed.*){%d}" % n, 30)
+                await bystanders(server, 0.3)
+                await ws.send(name)
+                assert await ws.recv() == "v1 " + name  # the running version still serves
+            write_scripts(folder, {"hostile.js": GOOD.replace("v1", "v2")})  # the watcher is alive
+            await asyncio.to_thread(server.wait_log, r"reloaded hostile\.js \(1 live sessions\)", 30)
+            await ws.send("after")
+            assert await ws.recv() == "v2 after"
+
+    run(main)
+    log = server.log()
+    assert "Traceback" not in log, log
+    assert "InternalError: interrupted" in log and "did not settle" in log and "Uncaught Symbol(top)" in log, log

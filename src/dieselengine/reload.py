@@ -7,9 +7,12 @@ serves. A change to a helper (`_name.js`, `_name.py`) reloads every route of its
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from .routing import Router, script_files
+
+log = logging.getLogger("dieselengine")
 
 
 def _snapshot(root: Path) -> dict[Path, float]:
@@ -41,4 +44,8 @@ async def watch(router: Router, interval: float = 0.5) -> None:
         helpers_changed = any(_is_helper(file, root) for file in changed)
         for route in router:
             if route.file in changed or helpers_changed:
-                router.reload(route)
+                try:
+                    router.reload(route)
+                except Exception as exc:  # the watcher outlives any script (issue 13)
+                    log.error("reload of %s failed, keeping the running version: %s: %s", route.name,
+                              type(exc).__name__, exc)

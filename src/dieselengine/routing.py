@@ -96,6 +96,9 @@ class Router:
         except ScriptError as exc:
             log.error("reload of %s failed, keeping the running version:\n%s", route.name, exc)
             return False
+        except Exception as exc:  # whatever the new version does, the old one keeps serving
+            log.error("reload of %s failed, keeping the running version: %s: %s", route.name, type(exc).__name__, exc)
+            return False
         old = route.script
         sessions = [s for s in self.hub.sessions.values() if s.route is route]
         script.adopt(old, sessions)
