@@ -518,3 +518,48 @@ def test_reload_survives_any_new_version(serve, tmp_path):
     log = server.log()
     assert "Traceback" not in log, log
     assert "InternalError: interrupted" in log and "did not settle" in log and "Uncaught Symbol(top)" in log, log
+
+
+# ---- item 1, the rest: the watchdog --------------------------------------------------------------
+
+# The prelude reads a generic object's length once, the engine again: this one is 0, then 2^28,
+# which the engine's reverse walks in C without checking its interrupt handler (seconds).
+WEDGE = r'''
+let calls = 0;
+export function onOpen(session) { session.send("open " + calls); }
+export function onMessage(session, message) {
+  calls += 1;
+  if (message === "wedge") {
+    let reads = 0;
+    Array.prototype.reverse.call({ get length() { reads += 1; return reads === 1 ? 0 : 2 ** 28; } });
+  }
+  session.send("calls " + calls);
+}
+'''
+
+
+def test_a_call_past_the_hard_deadline_is_reported_and_its_script_replaced(serve, tmp_path):
+    server = serve(app(tmp_path, WEDGE), "--script-timeout", "0.25")
+
+    async def main():
+        async with websockets.connect(server.url("/ws/hostile")) as ws, \
+                websockets.connect(server.url("/ws/hostile")) as other:
+            assert await ws.recv() == "open 0" and await other.recv() == "open 0"
+            await ws.send("hello")
+            assert await ws.recv() == "calls 1"
+            await ws.send("wedge")
+            for client in (ws, other):
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:  # what the wedged call sent before it returned, then the close
+                        await asyncio.wait_for(client.recv(), 120)
+                assert client.close_code == 1011
+        await bystanders(server, 0.5)
+        async with websockets.connect(server.url("/ws/hostile")) as fresh:
+            assert await fresh.recv() == "open 0"  # a fresh runtime: its module state is new
+
+    run(main, 240)
+    log = server.log()
+    assert re.search(r"ERROR dieselengine: watchdog: hostile\.js: a call has held the event loop for \d+\.\d s of "
+                     r"CPU time, past its 0\.25 s \(--script-timeout\)", log), log
+    assert "hostile.js: replaced by a fresh runtime after a call wedged the event loop; 2 session(s) closed with 1011" \
+        in log, log

@@ -71,6 +71,10 @@ class Server:
         tasks = [asyncio.create_task(self._keepalive(hub)), asyncio.create_task(self._handshake_deadlines(transport))]
         if settings.reload:
             tasks.append(asyncio.create_task(watch(router)))
+        from .js.watchdog import Watchdog  # JavaScript calls that hold the loop (issue 13)
+
+        watchdog = Watchdog(loop, settings.script_timeout + 1.0, router.replace)
+        watchdog.start()
         host, port = transport.address()
         log.info("dieselengine serving %d route(s) on %s://%s:%d (wire: %s): %s", len(router.routes),
                  "https" if transport.tls else "http", host, port, self.wire.name, ", ".join(sorted(router.routes)))
@@ -84,6 +88,7 @@ class Server:
         transport.stop_accepting()
         for task in tasks:
             task.cancel()
+        watchdog.stop()
         await self._close_sessions(hub, dispatcher)
         if hub.bus is not None:
             await hub.bus.stop()

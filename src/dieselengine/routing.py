@@ -86,6 +86,28 @@ class Router:
     def __iter__(self) -> Iterator[Route]:
         return iter(list(self.routes.values()))
 
+    def replace(self, script: Script) -> None:
+        """A script whose call wedged the event loop (the JavaScript watchdog's report): its state
+        cannot be trusted, so a fresh copy of its code serves the route from now on, and its
+        sessions, whose state was in the old one, are closed with 1011."""
+        route = next((r for r in self.routes.values() if r.script is script), None)
+        if route is None:
+            return
+        sessions = [s for s in self.hub.sessions.values() if s.route is route]
+        for session in sessions:
+            script.release(session)
+            session.conn.direct(None, None)
+        try:
+            route.script = load_script(route.file, route.name, self.hub)
+        except Exception as exc:
+            log.error("%s could not be loaded afresh, keeping the running version: %s", route.name, exc)
+        else:
+            script.unload()
+        for session in sessions:
+            session.close(1011, "script restarted")
+        log.error("%s: replaced by a fresh runtime after a call wedged the event loop; %d session(s) closed "
+                  "with 1011", route.name, len(sessions))
+
     def reload(self, route: Route) -> bool:
         """Swap in the script's new code; live sessions keep their state and rooms.
 
