@@ -22,7 +22,8 @@ type WebSocketPayload = string | ArrayBuffer | ArrayBufferView;
 /** A room handle, from `session.room(name)`. Rooms are server-wide: every route (JavaScript or
  * Python) shares one namespace, and across a cluster when the server runs with `--cluster`. */
 interface WebSocketRoom {
-  /** Join this room (idempotent). Rooms are created lazily on first join. */
+  /** Join this room (idempotent). Rooms are created lazily on first join.
+   * @throws RangeError when the session is already in `--max-rooms-per-session` rooms (default 128). */
   join(): void;
   /** Leave this room (idempotent). Rooms are deleted when empty. After onClose returns, the
    * session leaves all its rooms automatically. */
