@@ -301,7 +301,7 @@ def build_loadgen() -> Path:
     src, out = BENCH / "loadgen" / "loadgen.c", CACHE / "loadgen"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         CACHE.mkdir(exist_ok=True)
-        subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(src), "-lssl", "-lcrypto", "-lz"], check=True)
     return out
 
 

@@ -22,6 +22,13 @@
  *
  * Message payload (--size bytes, default 64, ASCII): "#M" sender(5) step(4) seq(10) monotonic-ns(20) then 'x'.
  * Sender and receiver share CLOCK_MONOTONIC (one process), so latency = receive - send time.
+ * --json 1: the payload is instead a chat message as JSON ({"type":"message","from":...,"text":"#M... words",
+ * "timestamp":...}, about --size bytes, words drawn from a list: compresses as chat does, not as 'x' runs).
+ * --tls 1: wss (OpenSSL, no certificate check). --deflate 1: offer permessage-deflate as Chrome does
+ * ("permessage-deflate; client_max_window_bits"); messages are sent uncompressed (allowed), compressed
+ * ones received are inflated on every tenth client (latency, ordering) and counted by their frame on the
+ * others, so inflating does not make the generator the bottleneck. Each step reports rx_bytes: bytes
+ * received off the socket (ciphertext with --tls), for bytes on the wire per delivery.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,12 +48,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <zlib.h>
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
 enum { M_FANOUT, M_ECHO, M_IDLE, M_CHURN };
-enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_SIO_OPEN, S_SIO_CONNECT, S_OPEN, S_CLOSING };
+enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_SIO_OPEN, S_SIO_CONNECT, S_OPEN, S_CLOSING, S_TLS };
 enum { R_SENDER = 1, R_SLOW = 2 };
 
 #define MAX_OUT (4u << 20)
@@ -59,6 +70,9 @@ typedef struct conn {
     uint8_t *out;
     size_t outlen, outcap;
     uint64_t seq, step_sent, deadline;
+    SSL *ssl;
+    z_stream *inflater;      /* --deflate with context takeover by the server: one per sampled client */
+    int deflate, takeover;   /* negotiated; the server keeps its context between messages */
 } conn;
 
 /* ---- options ---- */
@@ -66,6 +80,8 @@ static int mode = M_FANOUT, proto_sio = 0, nconns = 200, nsenders = 10, conc = 2
 static int ports[16] = {8080}, nports = 1, cycles = 10000, payload = 64;
 static double slow_frac = 0.0, duration = 5.0, warmup = 1.0, hs_timeout = 10.0;
 static const char *host = "127.0.0.1", *path = "/ws/chat", *query = "";
+static int use_tls, use_deflate, json_payload;
+static SSL_CTX *tls_ctx;
 
 /* ---- state ---- */
 static int epfd;
@@ -156,6 +172,17 @@ static void conn_close(conn *c);
 static int conn_flush(conn *c) {
     size_t off = 0;
     while (off < c->outlen) {
+        if (c->ssl) {
+            if (c->state == S_TLS) break;
+            int n = SSL_write(c->ssl, c->out + off, (int)(c->outlen - off));
+            if (n > 0) { off += (size_t)n; continue; }
+            int e = SSL_get_error(c->ssl, n);
+            if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) break;
+            ERR_clear_error();
+            if (c->state == S_OPEN) dropped++;
+            conn_close(c);
+            return -1;
+        }
         ssize_t n = send(c->fd, c->out + off, c->outlen - off, MSG_NOSIGNAL);
         if (n > 0) { off += (size_t)n; continue; }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
@@ -195,9 +222,43 @@ static void put_digits(char *dst, uint64_t v, int width) {
     for (int i = width - 1; i >= 0; i--) { dst[i] = (char)('0' + v % 10); v /= 10; }
 }
 
+static const char *const WORDS[] = {
+    "the", "meeting", "is", "moved", "to", "three", "o'clock", "tomorrow", "can", "you", "send", "me", "latest",
+    "draft", "of", "report", "thanks", "see", "everyone", "there", "lunch", "anyone", "coffee", "deploy", "went",
+    "fine", "build", "failed", "again", "on", "main", "branch", "I", "will", "look", "into", "it", "after",
+    "standup", "great", "work", "team", "release", "notes", "are", "ready", "for", "review", "please", "check",
+    "ticket", "and", "let", "know", "what", "think", "weekend", "plans", "game", "tonight", "who", "is", "in", "ok"};
+
+/* A chat message as JSON of about `payload` bytes; the #M header opens its text. */
+static size_t json_msg(char *out, int idx, int step, uint64_t seq) {
+    char *p = out;
+    p += sprintf(p, "{\"type\":\"message\",\"from\":\"user-%05d\",\"text\":\"#M", idx);
+    put_digits(p, (uint64_t)idx, 5);
+    put_digits(p + 5, (uint64_t)step, 4);
+    put_digits(p + 9, seq, 10);
+    put_digits(p + 19, now_ns(), 20);
+    p += 39;
+    uint32_t r = (uint32_t)(seq * 2654435761u) ^ (uint32_t)idx;
+    char *text_end = out + payload - 32;
+    while (p < text_end) {
+        r ^= r << 13; r ^= r >> 17; r ^= r << 5;
+        const char *w = WORDS[r % (sizeof WORDS / sizeof *WORDS)];
+        *p++ = ' ';
+        size_t n = strlen(w);
+        memcpy(p, w, n);
+        p += n;
+    }
+    p += sprintf(p, "\",\"timestamp\":%llu}", 1764720000000ull + seq);
+    return (size_t)(p - out);
+}
+
 /* Queue one benchmark message (64-byte payload, wrapped as 42["msg","..."] for Socket.IO). */
 static void queue_msg(conn *c, int step) {
     char buf[4200], *p = buf;
+    if (json_payload) {
+        queue_frame(c, 1, (uint8_t *)buf, json_msg(buf, c->idx, step, c->seq++));
+        return;
+    }
     if (proto_sio) { memcpy(p, "42[\"msg\",\"", 10); p += 10; }
     p[0] = '#'; p[1] = 'M';
     put_digits(p + 2, (uint64_t)c->idx, 5);
@@ -223,6 +284,8 @@ static void conn_close(conn *c) {
     if (c->state == S_FREE) return;
     int was_open = c->state == S_OPEN && !(c->role & R_SLOW);
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) { SSL_free(c->ssl); c->ssl = NULL; }
+    if (c->inflater) { inflateEnd(c->inflater); free(c->inflater); c->inflater = NULL; }
     close(c->fd);
     c->fd = -1;
     c->state = S_FREE;
@@ -266,7 +329,7 @@ static void on_established(conn *c) {
 }
 
 static void on_message(conn *c, const uint8_t *p, size_t len) {
-    if (proto_sio) {
+    if (proto_sio || json_payload) {
         const uint8_t *q = memchr(p, '#', len);
         if (!q) return;
         len -= (size_t)(q - p);
@@ -310,6 +373,37 @@ static void on_frame(conn *c, int op, uint8_t *p, size_t len) {
     if (c->state == S_OPEN && len > 2 && p[0] == '4' && p[1] == '2') on_message(c, p, len);
 }
 
+/* A compressed message: inflated on every tenth client (and with the server's context kept
+ * between messages where it keeps one), counted by its frame on the others. */
+static void on_compressed(conn *c, int op, uint8_t *p, size_t len) {
+    static uint8_t out[1 << 20];
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (c->idx % 10 != 0 || c->state != S_OPEN) {
+        if (c->state == S_OPEN) {
+            last_rx = rx_now;
+            if (mode == M_ECHO) { if (measuring) step_received++; if (t_start) { queue_msg(c, 1); conn_flush(c); } }
+            else if (cur_step) step_received++;
+        }
+        return;
+    }
+    if (!c->inflater) {
+        c->inflater = calloc(1, sizeof *c->inflater);
+        if (inflateInit2(c->inflater, -15) != Z_OK) die("inflateInit2");
+    } else if (!c->takeover) {
+        inflateReset(c->inflater);
+    }
+    z_stream *z = c->inflater;
+    z->next_out = out;
+    z->avail_out = sizeof out;
+    z->next_in = p;
+    z->avail_in = (uInt)len;
+    int r = inflate(z, Z_SYNC_FLUSH);
+    z->next_in = (uint8_t *)tail;
+    z->avail_in = 4;
+    if (r == Z_OK || r == Z_BUF_ERROR) inflate(z, Z_SYNC_FLUSH);
+    on_frame(c, op, out, sizeof out - z->avail_out);
+}
+
 /* Parse every complete frame in c->in (server frames: unmasked, 7/16/64-bit lengths). */
 static void parse_frames(conn *c) {
     size_t off = 0;
@@ -332,6 +426,7 @@ static void parse_frames(conn *c) {
         uint8_t *pl = p + hl;
         if (masked) for (uint64_t i = 0; i < len; i++) pl[i] ^= p[hl - 4 + (i & 3)];
         off += hl + len;
+        if ((p[0] & 0x40) && c->deflate) { on_compressed(c, op, pl, (size_t)len); continue; }
         on_frame(c, op, pl, (size_t)len);
     }
     if (c->state == S_FREE) return;
@@ -346,6 +441,10 @@ static void on_handshake_data(conn *c) {
     if (!end) { if (c->inlen > 16384) on_fail(c); return; }
     if (c->inlen < 12 || memcmp(c->in, "HTTP/1.1 101", 12) != 0) { on_fail(c); return; }
     size_t hl = (size_t)(end - c->in) + 4;
+    if (use_deflate && memmem(c->in, hl, "permessage-deflate", 18)) {
+        c->deflate = 1;
+        c->takeover = memmem(c->in, hl, "server_no_context_takeover", 26) == NULL;
+    }
     memmove(c->in, c->in + hl, c->inlen - hl);
     c->inlen -= hl;
     if (proto_sio) c->state = S_SIO_OPEN;
@@ -353,9 +452,33 @@ static void on_handshake_data(conn *c) {
     if (c->state != S_FREE) parse_frames(c);
 }
 
+static void tls_handshake(conn *c);
+
+/* TLS: every record the socket has, decrypted into c->in; like recv(): > 0, 0 (closed), -1. */
+static ssize_t tls_recv(conn *c) {
+    ssize_t got = 0;
+    for (;;) {
+        if (c->incap - c->inlen < 16384) ensure(&c->in, &c->incap, c->inlen + 65536);
+        int n = SSL_read(c->ssl, c->in + c->inlen, (int)(c->incap - c->inlen));
+        if (n > 0) { c->inlen += (size_t)n; got += n; continue; }
+        int e = SSL_get_error(c->ssl, n);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (!got) errno = EAGAIN;
+            return got ? got : -1;
+        }
+        if (got) return got;
+        errno = ECONNRESET;
+        return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+    }
+}
+
 static void on_readable(conn *c) {
+    if (c->ssl && c->state == S_TLS) { tls_handshake(c); return; }
     if (c->incap - c->inlen < 4096) ensure(&c->in, &c->incap, c->inlen + (c->incap < 4096 ? 4096 : c->incap < 65536 ? c->incap : 65536));
-    ssize_t n = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
+    uint64_t raw0 = c->ssl ? BIO_number_read(SSL_get_rbio(c->ssl)) : 0;
+    size_t in0 = c->inlen;
+    ssize_t n = c->ssl ? tls_recv(c) : recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         if (c->state == S_CLOSING) { cycles_done++; conn_close(c); next_launch(); return; }
         if (c->state == S_OPEN) { dropped++; conn_close(c); return; }
@@ -365,23 +488,47 @@ static void on_readable(conn *c) {
     if (n < 0) return;
     n_recv++;
     rx_now = now_ns();
-    n_recv_bytes += (uint64_t)n;
-    int full = (size_t)n == c->incap - c->inlen;
-    c->inlen += (size_t)n;
+    int full;
+    if (c->ssl) {
+        n_recv_bytes += BIO_number_read(SSL_get_rbio(c->ssl)) - raw0;
+        full = 0;
+        (void)in0;
+    } else {
+        n_recv_bytes += (uint64_t)n;
+        full = (size_t)n == c->incap - c->inlen;
+        c->inlen += (size_t)n;
+    }
     if (full && c->incap < (256u << 10)) ensure(&c->in, &c->incap, c->incap * 2);
     if (c->state == S_HANDSHAKE) on_handshake_data(c);
     else parse_frames(c);
 }
 
 static void queue_request(conn *c) {
-    char req[512];
+    char req[640];
     int n = snprintf(req, sizeof req,
                      "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     path, query, host, ports[c->idx % nports]);
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                     path, query, host, ports[c->idx % nports],
+                     use_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
     ensure(&c->out, &c->outcap, c->outlen + (size_t)n);
     memcpy(c->out + c->outlen, req, (size_t)n);
     c->outlen += (size_t)n;
+}
+
+/* The TLS handshake, then the upgrade request. */
+static void tls_handshake(conn *c) {
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = S_HANDSHAKE;
+        queue_request(c);
+        conn_flush(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ) set_events(c, EPOLLIN | EPOLLRDHUP);
+    else if (e == SSL_ERROR_WANT_WRITE) set_events(c, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+    else on_fail(c);
 }
 
 static void on_writable(conn *c) {
@@ -390,9 +537,19 @@ static void on_writable(conn *c) {
         socklen_t l = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) { on_fail(c); return; }
+        if (use_tls) {
+            c->ssl = SSL_new(tls_ctx);
+            SSL_set_fd(c->ssl, c->fd);
+            SSL_set_connect_state(c->ssl);
+            SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            c->state = S_TLS;
+            tls_handshake(c);
+            return;
+        }
         queue_request(c);
         c->state = S_HANDSHAKE;
     }
+    if (c->state == S_TLS) { tls_handshake(c); return; }
     conn_flush(c);
 }
 
@@ -420,8 +577,8 @@ static void launch(int slot) {
     /* On loopback the TCP handshake has usually completed inside connect(): send the request at
      * once rather than after an EPOLLOUT round, a getsockopt and an epoll_ctl, which made the
      * generator's own CPU the cap on handshakes per second. Not connected yet: wait for EPOLLOUT. */
-    queue_request(c);
-    ssize_t n = send(fd, c->out, c->outlen, MSG_NOSIGNAL);
+    if (!use_tls) queue_request(c);
+    ssize_t n = use_tls ? 0 : send(fd, c->out, c->outlen, MSG_NOSIGNAL);
     if (n > 0) {
         memmove(c->out, c->out + n, c->outlen - (size_t)n);
         c->outlen -= (size_t)n;
@@ -430,6 +587,7 @@ static void launch(int slot) {
         c->outlen = 0;
         c->state = S_CONNECTING;
     }
+    c->deflate = c->takeover = 0;
     c->events = base_events(c) | (c->outlen ? EPOLLOUT : 0);
     struct epoll_event e = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0) die("epoll_ctl add");
@@ -577,12 +735,13 @@ static void run_step(double rate, double secs) {
     printf("{\"event\":\"step\",\"offered_rate\":%.1f,\"seconds\":%.3f,\"sent\":%lu,\"sent_rate\":%.1f,"
            "\"expected\":%lu,\"received\":%lu,\"lost\":%ld,\"late_other_steps\":%lu,\"deliveries_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"readers\":%d,\"dropped\":%ld,\"slow_closed\":%ld,"
-           "\"send_blocked\":%ld,\"recvs\":%lu,\"bytes_per_recv\":%.0f,\"polls\":%lu,\"gen_cpu_s\":%.3f,\"gen_cpu_frac\":%.3f}\n",
+           "\"send_blocked\":%ld,\"recvs\":%lu,\"bytes_per_recv\":%.0f,\"rx_bytes\":%lu,\"polls\":%lu,"
+           "\"gen_cpu_s\":%.3f,\"gen_cpu_frac\":%.3f}\n",
            rate, win, (unsigned long)step_sent, step_sent / win, (unsigned long)step_expected,
            (unsigned long)step_received, lost, (unsigned long)step_late, step_received / win, hist_pct(0.50),
            hist_pct(0.99), hist_max / 1e6, readers, dropped - dropped0, slow_closed - slow_closed0, blocked,
            (unsigned long)(n_recv - nr0), n_recv - nr0 ? (double)(n_recv_bytes - nb0) / (n_recv - nr0) : 0,
-           (unsigned long)(n_polls - np0), cpu,
+           (unsigned long)(n_recv_bytes - nb0), (unsigned long)(n_polls - np0), cpu,
            wall > 0 ? cpu / wall : 0);
     fflush(stdout);
     cur_step = 0;
@@ -596,15 +755,17 @@ static void run_echo(void) {
     hist_reset();
     step_received = 0;
     double cpu0 = cpu_seconds();
+    uint64_t nb0 = n_recv_bytes;
     measuring = 1;
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9);
     while (now_ns() < end) poll_once(5);
     measuring = 0;
     double secs = (now_ns() - t0) / 1e9, cpu = cpu_seconds() - cpu0;
     printf("{\"event\":\"echo\",\"conns\":%d,\"seconds\":%.3f,\"messages\":%lu,\"messages_per_s\":%.1f,"
-           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"dropped\":%ld,\"gen_cpu_s\":%.3f,\"gen_cpu_frac\":%.3f}\n",
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"dropped\":%ld,\"rx_bytes\":%lu,\"gen_cpu_s\":%.3f,"
+           "\"gen_cpu_frac\":%.3f}\n",
            readers, secs, (unsigned long)step_received, step_received / secs, hist_pct(0.5), hist_pct(0.99),
-           hist_max / 1e6, dropped, cpu, cpu / secs);
+           hist_max / 1e6, dropped, (unsigned long)(n_recv_bytes - nb0), cpu, cpu / secs);
     fflush(stdout);
 }
 
@@ -612,7 +773,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --mode fanout|echo|idle|churn [--proto ws|sio] [--host H] [--port P[,P2...]] [--path /ws/chat]\n"
             "  [--query '&k=v'] [--size BYTES] [--conns N] [--senders K] [--slow-frac F] [--conc C] [--srcs S] [--cycles N]\n"
-            "  [--duration S] [--warmup S] [--timeout S]\n");
+            "  [--duration S] [--warmup S] [--timeout S] [--tls 1] [--deflate 1] [--json 1]\n");
     exit(2);
 }
 
@@ -621,7 +782,8 @@ int main(int argc, char **argv) {
         {"mode", 1, 0, 'm'}, {"proto", 1, 0, 'P'}, {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'},
         {"path", 1, 0, 'u'}, {"query", 1, 0, 'q'}, {"conns", 1, 0, 'n'}, {"senders", 1, 0, 's'},
         {"slow-frac", 1, 0, 'f'}, {"conc", 1, 0, 'c'}, {"srcs", 1, 0, 'S'}, {"cycles", 1, 0, 'C'},
-        {"size", 1, 0, 'z'}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"timeout", 1, 0, 't'}, {0, 0, 0, 0}};
+        {"size", 1, 0, 'z'}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"timeout", 1, 0, 't'},
+        {"tls", 1, 0, 'T'}, {"deflate", 1, 0, 'D'}, {"json", 1, 0, 'J'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -649,10 +811,18 @@ int main(int argc, char **argv) {
         case 'd': duration = atof(optarg); break;
         case 'w': warmup = atof(optarg); break;
         case 't': hs_timeout = atof(optarg); break;
+        case 'T': use_tls = atoi(optarg); break;
+        case 'D': use_deflate = atoi(optarg); break;
+        case 'J': json_payload = atoi(optarg); break;
         default: usage();
         }
     }
     if (nsrcs < 1) nsrcs = 1;
+    if (use_tls) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx) die("SSL_CTX_new");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+    }
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);

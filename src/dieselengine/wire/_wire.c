@@ -167,6 +167,15 @@ struct Wire {
     PyObject *cache_key[DEFLATE_CACHE], *cache_value[DEFLATE_CACHE];
     unsigned char cache_bits[DEFLATE_CACHE];
     int cache_next;
+    /* Frames recently compressed, by content: the same broadcast reaches some members joined with
+     * other frames of its tick (a sender's own batch skips its message), and is compressed once. */
+#define DEFLATE_TABLE 256
+    struct deflated {
+        uint64_t hash;
+        unsigned char *frame, *out;  /* the frame as given, and as compressed (header included) */
+        size_t frame_size, out_size;
+        unsigned char bits;
+    } table[DEFLATE_TABLE];
 #endif
     unsigned long long messages_deflated, messages_inflated;
 };
@@ -534,6 +543,37 @@ static int deflate_frame(Wire *w, int bits, unsigned char first, const unsigned 
     return buffer_append(out, header, n) < 0 || buffer_append(out, payload, size) < 0 ? -1 : 0;
 }
 
+/* Frames up to this size are remembered by content (DEFLATE_TABLE). */
+#define DEFLATE_REMEMBER 16384
+
+static uint64_t frame_hash(const unsigned char *data, size_t size, int bits) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)bits;  /* FNV-1a */
+    for (size_t i = 0; i < size; i++) h = (h ^ data[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* One whole data frame of ours compressed onto `out`, from the table when it was compressed
+ * lately. -1: out of memory. */
+static int deflate_remembered(Wire *w, int bits, const unsigned char *frame, size_t header, size_t size,
+                              buffer_t *out) {
+    size_t whole = header + size;
+    if (size < DEFLATE_MIN || whole > DEFLATE_REMEMBER) return deflate_frame(w, bits, frame[0], frame + header, size, out);
+    uint64_t hash = frame_hash(frame, whole, bits);
+    struct deflated *e = &w->table[hash % DEFLATE_TABLE];
+    if (e->frame && e->hash == hash && e->bits == bits && e->frame_size == whole && memcmp(e->frame, frame, whole) == 0)
+        return buffer_append(out, e->out, e->out_size);
+    size_t start = out->len;
+    if (deflate_frame(w, bits, frame[0], frame + header, size, out) < 0) return -1;
+    unsigned char *copy = malloc(whole + (out->len - start));
+    if (copy != NULL) {  /* not remembered if there is no memory for it: nothing is lost */
+        free(e->frame);
+        memcpy(copy, frame, whole);
+        memcpy(copy + whole, out->data + start, out->len - start);
+        *e = (struct deflated){hash, copy, copy + whole, whole, out->len - start, (unsigned char)bits};
+    }
+    return 0;
+}
+
 /* Frames the wire made (final, unmasked, text or binary; control frames pass as they are) as a
  * client that negotiated compression gets them. NULL with a Python error. */
 static PyObject *deflate_frames(Wire *w, int bits, const unsigned char *data, size_t size) {
@@ -552,7 +592,7 @@ static PyObject *deflate_frames(Wire *w, int bits, const unsigned char *data, si
         if (left - header < length) break;
         int opcode = f[0] & 0x0F;
         int plain = (f[0] & 0xF0) == 0x80 && (opcode == 0x1 || opcode == 0x2);
-        int failed = plain ? deflate_frame(w, bits, f[0], f + header, (size_t)length, &out)
+        int failed = plain ? deflate_remembered(w, bits, f, header, (size_t)length, &out)
                            : buffer_append(&out, f, header + (size_t)length);
         if (failed) {
             buffer_free(&out);
@@ -1202,7 +1242,7 @@ static void wire_accept(Wire *w) {
 
 static PyObject *Conn_write(Conn *c, PyObject *data) {
 #ifdef DIESEL_DEFLATE
-    if (c->deflate && PyBytes_CheckExact(data) && c->state < SHUT) {
+    if (c->deflate && PyBytes_CheckExact(data) && (c->state == OPEN || c->state == CLOSING)) {
         PyObject *deflated = deflate_cached(c->wire, c->deflate, data);
         if (deflated != NULL) {
             conn_send(c, (const unsigned char *)PyBytes_AS_STRING(deflated), (size_t)PyBytes_GET_SIZE(deflated));
@@ -1559,6 +1599,7 @@ static void Wire_dealloc(Wire *w) {
         Py_XDECREF(w->cache_key[i]);
         Py_XDECREF(w->cache_value[i]);
     }
+    for (int i = 0; i < DEFLATE_TABLE; i++) free(w->table[i].frame);
 #endif
     Py_XDECREF(w->on_head);
     Py_XDECREF(w->on_message);
