@@ -41,7 +41,7 @@ const isPrototypeOf = uncurry(Object.prototype.isPrototypeOf), objectToString = 
 const ErrorPrototype = Error.prototype, defineProperty = Object.defineProperty, objectKeys = Object.keys;
 const stringify = JSON.stringify, parse = JSON.parse, hasOwn = Object.hasOwn;
 const toBase64 = uncurry(Uint8Array.prototype.toBase64), fromBase64 = Uint8Array.fromBase64;
-const isView = ArrayBuffer.isView, apply = Reflect.apply, getPrototypeOf = Object.getPrototypeOf;
+const isView = ArrayBuffer.isView, apply = Reflect.apply;
 const NONE = {};                 // "no incoming message": never === a script's value
 
 const OUT = [];
