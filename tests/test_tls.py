@@ -189,3 +189,36 @@ def test_unusable_tls_files_stop_the_start_with_one_line(certs, tmp_path):
     assert missing.returncode == 2 and "--certfile" in missing.stderr and "no such file" in missing.stderr
     alone = _start("--certfile", str(certs.certfile))
     assert alone.returncode == 2 and "--certfile and --keyfile go together" in alone.stderr
+
+
+def test_a_client_hello_split_across_reads(serve, certs):
+    """Only a connection's first bytes tell a TLS client from another: a ClientHello arriving in
+    pieces (large ones span TCP segments) completes its handshake."""
+    server = serve_tls(serve, certs, ROOT / "examples")
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = certs.client().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        for piece in (hello[:3], hello[3:40], hello[40:]):  # the second piece does not start with 0x16
+            sock.sendall(piece)
+            time.sleep(0.2)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                assert data, "the server closed the connection mid-handshake"
+                incoming.write(data)
+        tls.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(outgoing.read())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            try:
+                answer += tls.read(4096)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+    assert answer.startswith(b"HTTP/1.1 200 ")
