@@ -5,6 +5,11 @@ from collections.abc import Callable
 from logging import Logger
 from typing import Any
 
+#: Built with OpenSSL: `Wire.load_tls` serves TLS.
+TLS: bool
+#: Built with zlib: permessage-deflate can be negotiated.
+DEFLATE: bool
+
 class Conn:
     """One TCP connection; implements `session.Connection`."""
 
@@ -35,6 +40,8 @@ class Wire:
     message_seconds: float
     direct_calls: int
     direct_frames: int
+    messages_deflated: int
+    messages_inflated: int
 
     def __init__(
         self,
@@ -51,7 +58,9 @@ class Wire:
         max_head_size: int,
         handshake_timeout: float,
         close_timeout: float,
+        compression: bool = False,
     ) -> None: ...
+    def load_tls(self, certfile: str, keyfile: str) -> None: ...
     def poll(self) -> None: ...
     def sweep(self) -> None: ...
     def stop_accepting(self) -> None: ...
@@ -59,4 +68,5 @@ class Wire:
 
 def frame(message: str | bytes | bytearray | memoryview) -> bytes: ...
 def valid_close_code(code: int) -> bool: ...
-def request_head(head: bytes) -> tuple[bytes | None, str, str, bytes, bytes | tuple[int, str]]: ...
+def request_head(head: bytes, compression: bool = False) -> tuple[bytes | None, str, str, bytes,
+                                                                  bytes | tuple[int, str]]: ...
