@@ -219,6 +219,20 @@ def test_room_names_are_percent_decoded_segments(node: RunningServer) -> None:
         assert status == 400 and "UTF-8" in body["error"]  # type: ignore[index]
 
 
+def test_a_javascript_room_name_with_a_lone_surrogate_is_reachable(serve: Callable[..., RunningServer],
+                                                                   tmp_path: Path) -> None:
+    app = write_scripts(tmp_path / "js", {"odd.js": """
+        export function onOpen(session) { session.room("\\ud800x").join(); session.send("in"); }
+    """})
+    node = serve(app, "--api-key", KEY)
+    with connect(node.url("/ws/odd"), open_timeout=10) as ws:
+        assert ws.recv(10) == "in"
+        assert request(node, "GET", "/api/rooms")[2] == {"rooms": [{"name": "\ud800x", "members": 1}]}
+        status, _, body = request(node, "POST", "/api/rooms/%ED%A0%80x/broadcast", b"odd", {"Content-Type": "text/plain"})
+        assert (status, body) == (202, {"room": "\ud800x", "members": 1})
+        assert ws.recv(10) == "odd"
+
+
 def test_rooms_lists_every_room_with_its_count(node: RunningServer) -> None:
     clients = [member(node, room)[0] for room in ("red", "red", "blue")]
     try:

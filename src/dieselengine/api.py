@@ -213,7 +213,10 @@ class Api:
 
     def _answer(self, conn: Connection, route: str, status: int, document: dict[str, Any]) -> None:
         self.answered[route, status] += 1
-        body = json.dumps(document, ensure_ascii=False).encode() + b"\n"
+        try:
+            body = json.dumps(document, ensure_ascii=False).encode() + b"\n"
+        except UnicodeEncodeError:  # a JavaScript room name with a lone surrogate: as a \u escape
+            body = json.dumps(document).encode() + b"\n"
         conn.respond(http_response(status, body, "application/json"), True)
 
     def _error(self, conn: Connection, route: str, error: ApiError) -> None:
@@ -248,9 +251,11 @@ def _match(path: str) -> tuple[str, re.Match[str] | None, bytes]:
 
 
 def _segment(raw: str) -> str:
-    """A percent-decoded path segment; the wire hands the path as latin-1 text of its bytes."""
+    """A percent-decoded path segment; the wire hands the path as latin-1 text of its bytes. An
+    encoded surrogate is let through, as the cluster bus lets it through: a JavaScript room name
+    may hold a lone one, and every name a script can use must be reachable."""
     try:
-        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         raise ApiError(400, "a room name or session id must be UTF-8 once percent-decoded") from None
 
