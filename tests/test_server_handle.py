@@ -95,6 +95,7 @@ JS_TICKER = """
       server.room("nobody").broadcast("lost");
       session.send(JSON.stringify({
         members: server.room("ticks").members(), nobody: server.room("nobody").members(),
+        pyOnly: server.room("py only").members(),
         listing: typeof server.rooms, name: server.room(42).getName(), tag: String(server),
       }));
     }
@@ -103,6 +104,7 @@ JS_TICKER = """
 PY_MEMBER = """
     def on_open(session):
         session.room("ticks").join()
+        session.room("py only").join()  # a room the JavaScript script never named before
 """
 
 
@@ -126,7 +128,7 @@ def test_javascript_interval_broadcasts_to_javascript_and_python_members(
         reply = js.recv(10)
         while reply.startswith("js-tick "):
             reply = js.recv(10)
-        assert json.loads(reply) == {"members": 2, "nobody": 0, "listing": "undefined", "name": "42",
+        assert json.loads(reply) == {"members": 2, "nobody": 0, "pyOnly": 1, "listing": "undefined", "name": "42",
                                      "tag": "[object Server]"}
         message = py.recv(10)
         while isinstance(message, str) and message.startswith("js-tick "):
