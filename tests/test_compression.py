@@ -204,3 +204,30 @@ def test_rsv1_without_negotiation_is_a_protocol_error(serve, scripts):
         assert client.read_until_close()[0] == 1002
     finally:
         client.close()
+
+
+def metric(server, name: str) -> float:
+    for line in server.http("/metrics")[1].splitlines():
+        if line.startswith(f"diesel_{name}_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"no diesel_{name}_total in /metrics")
+
+
+@served
+def test_a_broadcast_is_compressed_once_for_all_its_members(serve, scripts):
+    server = serve(scripts)
+
+    async def main():
+        members = [await websockets.connect(server.url("/ws/room")) for _ in range(5)]
+        plain = await websockets.connect(server.url("/ws/room"), compression=None)
+        await asyncio.sleep(0.2)
+        before = metric(server, "messages_deflated")
+        await members[0].send(CHAT)  # compressed by the client: one message inflated
+        for ws in members + [plain]:
+            assert await ws.recv() == CHAT
+        assert metric(server, "messages_deflated") - before == 1
+        assert metric(server, "messages_inflated") >= 1
+        for ws in members + [plain]:
+            await ws.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

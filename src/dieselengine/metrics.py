@@ -22,6 +22,8 @@ _COUNTERS = (
     ("handler_seconds", "Time spent in handler calls (synchronous part)."),
     ("slow_consumer_closes", "Sessions closed with 1008 because they did not read."),
     ("protocol_closes", "Sessions closed for a protocol or limit violation (1002, 1007, 1009)."),
+    ("messages_deflated", "Messages compressed (permessage-deflate): once per broadcast, however many got it."),
+    ("messages_inflated", "Compressed messages received from clients."),
 )
 
 

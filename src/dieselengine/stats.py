@@ -66,5 +66,13 @@ class Stats:
         return self.hook_calls + (self.wire.direct_calls if self.wire is not None else 0)
 
     @property
+    def messages_deflated(self) -> int:
+        return self.wire.messages_deflated if self.wire is not None else 0
+
+    @property
+    def messages_inflated(self) -> int:
+        return self.wire.messages_inflated if self.wire is not None else 0
+
+    @property
     def frames_out(self) -> int:
         return self.frames_queued + (self.wire.direct_frames if self.wire is not None else 0)

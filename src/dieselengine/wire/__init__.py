@@ -32,6 +32,8 @@ class Wire(Protocol):
     message_seconds: float
     direct_calls: int
     direct_frames: int
+    messages_deflated: int
+    messages_inflated: int
 
     def sweep(self) -> None: ...
 
