@@ -342,3 +342,38 @@ def test_closing_through_an_unreachable_cluster_says_so(serve: Callable[..., Run
     wait_for(lambda: one.http("/healthz")[0] == 503)
     status, _, body = request(one, "POST", "/api/sessions/ffffffffffffffff/close")
     assert status == 503 and "cluster" in body["error"]  # type: ignore[index]
+
+
+def test_the_api_over_tls(serve: Callable[..., RunningServer], app: Path, tmp_path: Path) -> None:
+    """A body read through TLS, and a 413 that reaches a client still sending its body."""
+    from test_tls import Certificates, pytestmark as tls_available
+
+    if tls_available.args[0]:
+        pytest.skip(tls_available.kwargs["reason"])
+    certs = Certificates(tmp_path)
+    node = serve(app, "--api-key", KEY, "--max-message-size", "64K", *certs.flags(), ready=False)
+    wait_for(lambda: _https(node, certs, "GET", "/healthz", b"", {})[0] == 200)
+    with connect(f"wss://127.0.0.1:{node.port}/ws/member?room=lobby", ssl=certs.client(), open_timeout=10) as ws:
+        ws.recv(10)
+        body = "é" * 20_000
+        status, answer = _https(node, certs, "POST", "/api/rooms/lobby/broadcast", body.encode(),
+                                {"Content-Type": "text/plain", "Authorization": f"Bearer {KEY}"})
+        assert (status, answer) == (202, {"room": "lobby", "members": 1})
+        assert ws.recv(10) == body
+        status, answer = _https(node, certs, "POST", "/api/rooms/lobby/broadcast", b"x" * (4 << 20),
+                                {"Authorization": f"Bearer {KEY}"})
+        assert (status, answer) == (413, {"error": "body over 65536 bytes (--max-message-size)"})
+
+
+def _https(node: RunningServer, certs: object, method: str, path: str, body: bytes,
+           headers: dict[str, str]) -> tuple[int, object]:
+    connection = http.client.HTTPSConnection("127.0.0.1", node.port, timeout=10,
+                                             context=certs.client())  # type: ignore[attr-defined]
+    try:
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    except OSError:
+        return 0, None
+    finally:
+        connection.close()
