@@ -122,3 +122,17 @@ def test_hooks_named_in_the_other_languages_style_are_warned_about(tmp_path):
         "WARNING: py.py: onMessage is never called: a Python handler's hook is named on_message",
         "WARNING: sub/js.js: on_open is never called: a JavaScript handler's hook is named onOpen",
     ]
+
+
+def test_public_folder_is_served_at_the_root_and_holds_no_routes(serve, tmp_path):
+    app = write_scripts(tmp_path / "app", {"echo.py": "def on_message(s, m):\n    s.send(m)\n",
+                                           "public/index.html": "<h1>app</h1>", "public/app.js": "let x = 1;"})
+    result = diesel("check", str(app))
+    assert result.returncode == 0 and "/ws/public" not in result.stdout and "ok  /ws/echo" in result.stdout
+    server = serve(app)
+    assert server.http("/") == (200, "<h1>app</h1>")
+    assert server.http("/app.js") == (200, "let x = 1;")
+    other = write_scripts(tmp_path / "www", {"index.html": "<h1>other</h1>"})
+    server = serve(app, "--static", str(other))   # --static overrides the convention
+    assert server.http("/") == (200, "<h1>other</h1>")
+    assert server.http("/app.js")[0] == 404

@@ -1,4 +1,5 @@
-"""What a request path leads to: a WebSocket route, `/healthz`, `/metrics`, the API, a static file or 404.
+"""What a request path leads to: a WebSocket route, `/healthz`, `/metrics`, the API, the client, a static
+file or 404.
 
 Everything is served on one port; nothing is upgraded that does not match a route.
 """
@@ -18,6 +19,16 @@ from .routing import Route, Router
 from .settings import Settings
 
 
+_CLIENT = Path(__file__).parent / "client"
+#: dieselengine's browser client, served by every server (read once: it is part of the package).
+_CLIENT_FILES = {
+    "/_diesel/client.js": http_response(200, (_CLIENT / "client.js").read_bytes(), "text/javascript; charset=utf-8",
+                                        "Cache-Control: no-cache\r\n"),
+    "/_diesel/client.d.ts": http_response(200, (_CLIENT / "client.d.ts").read_bytes(), "text/plain; charset=utf-8",
+                                          "Cache-Control: no-cache\r\n"),
+}
+
+
 class Endpoints:
     def __init__(self, settings: Settings, router: Router, hub: Hub) -> None:
         self._router = router
@@ -27,7 +38,8 @@ class Endpoints:
         self.api = Api(settings, hub, settings.api_key) if settings.api_key else None
         if self.api is not None:
             self._registry.register(self.api.collector())
-        self._static = settings.static_dir.resolve() if settings.static_dir else None
+        public = settings.public_dir
+        self._static = public.resolve() if public is not None else None
         #: False once shutdown began: /healthz answers 503 and new upgrades are refused.
         self.serving = True
 
@@ -45,6 +57,8 @@ class Endpoints:
             return self._health()
         if path == "/metrics":
             return http_response(200, render(self._registry), "text/plain; version=0.0.4; charset=utf-8")
+        if path in _CLIENT_FILES:
+            return _CLIENT_FILES[path]
         if self._static is not None:
             found = self._static_file(path)
             if found is not None:

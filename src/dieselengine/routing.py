@@ -29,11 +29,12 @@ class Route:
     script: Script
 
 
-def discover(root: Path) -> dict[str, tuple[Path, str]]:
+def discover(root: Path, public: Path | None = None) -> dict[str, tuple[Path, str]]:
     """URL path -> (file, name) for a script file or every script below a folder.
 
     `games/chess.js` becomes `/ws/games/chess`; any path part starting with `_` is a helper;
     so is anything under a dot-folder or `__pycache__`; `node_modules` holds packages, never routes.
+    The files of `public` (the static folder, if it is inside the served one) are for browsers.
     """
     if root.is_file():
         if root.suffix not in SCRIPT_SUFFIXES:
@@ -45,6 +46,8 @@ def discover(root: Path) -> dict[str, tuple[Path, str]]:
     for file in script_files(root):
         relative = file.relative_to(root)
         if any(part.startswith(("_", ".")) for part in relative.parts):
+            continue
+        if public is not None and file.resolve().is_relative_to(public.resolve()):
             continue
         route = "/ws/" + relative.with_suffix("").as_posix()
         if route in found:
@@ -73,7 +76,7 @@ class Router:
     def load(self, root: Path) -> list[str]:
         """Load every script; returns the errors (each located) of those that failed."""
         errors: list[str] = []
-        for path, (file, name) in discover(root).items():
+        for path, (file, name) in discover(root, self.hub.settings.public_dir).items():
             try:
                 self.routes[path] = Route(path, file, name, load_script(file, name, self.hub))
             except ScriptError as exc:

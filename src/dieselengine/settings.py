@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .options import option, origin as parse_origin, size
 
+#: A served folder's folder of static files (pages, scripts for the browser), served at /.
+PUBLIC_DIR = "public"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,7 +28,7 @@ class Settings:
     host: str = option("127.0.0.1", "address to listen on", group="network", metavar="ADDR")
     port: int = option(8080, "port to listen on", group="network", metavar="PORT")
     static_dir: Path | None = option(
-        None, "also serve the files of DIR over plain HTTP (e.g. a browser client)",
+        None, "serve the files of DIR over plain HTTP at / (default: public/ in the served folder)",
         group="network", name="static", parse=Path, metavar="DIR")
     trusted_proxies: frozenset[str] = option(
         None, "believe X-Forwarded-For from this proxy address (repeatable)",
@@ -105,3 +108,13 @@ class Settings:
     inbox_size: int = 256
     #: How long a close handshake the server started may wait for the client's reply.
     close_timeout: float = 5.0
+
+    @property
+    def public_dir(self) -> Path | None:
+        """The folder served over plain HTTP: --static DIR, else `public/` in the served folder if
+        there is one (its files are pages, never routes)."""
+        if self.static_dir is not None:
+            return self.static_dir
+        folder = self.path if self.path.is_dir() else self.path.parent
+        public = folder / PUBLIC_DIR
+        return public if public.is_dir() else None
