@@ -34,6 +34,7 @@ class Driver:
             pytest.skip("node is not installed")
         self.proc = subprocess.Popen([node, "--experimental-websocket", "--no-warnings", str(ROOT / "tests" / "client_driver.mjs"),
                                       CLIENT.as_uri(), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pending: list[dict] = []
 
     def command(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -41,12 +42,16 @@ class Driver:
         self.proc.stdin.flush()
 
     def next(self, event: str) -> dict:
-        """The next event of this kind (others before it are skipped)."""
+        """The next event of this kind (events of other kinds wait for their own `next`)."""
         assert self.proc.stdout is not None
+        for index, record in enumerate(self.pending):
+            if record["event"] == event:
+                return self.pending.pop(index)
         for line in self.proc.stdout:
             record = json.loads(line)
             if record["event"] == event:
                 return record
+            self.pending.append(record)
         raise AssertionError(f"node exited before {event!r}")
 
     def stop(self) -> None:
@@ -61,16 +66,19 @@ def test_client_reconnects_with_backoff_and_sends_what_was_queued(serve, tmp_pat
     try:
         assert client.next("open")["state"] == "open"
         client.command('json {"hello": [1, 2]}')
+        assert client.next("sent")["ok"]
         assert client.next("json")["value"] == {"hello": [1, 2]}
+        assert client.next("message")["data"] == '{"hello":[1,2]}'
         client.command("send not json")
+        assert client.next("sent") == {"event": "sent", "ok": True, "state": "open", "queued": 0}
         assert client.next("message")["data"] == "not json"
 
-        server.stop()
+        assert server.stop() == 0, server.log()
         first = client.next("close")
         assert first["code"] == 1001 and first["reconnecting"] and first["state"] == "reconnecting"
         client.command("send queued one")
         client.command("send queued two")
-        client.next("sent")
+        assert client.next("sent") == {"event": "sent", "ok": True, "state": "reconnecting", "queued": 1}
         assert client.next("sent") == {"event": "sent", "ok": True, "state": "reconnecting", "queued": 2}
         # attempt k waits between half and all of min(800, 100 * 2**k) ms: exponential, with jitter
         delays = [first["delay"]] + [client.next("close")["delay"] for _ in range(4)]
@@ -92,6 +100,7 @@ def test_client_does_not_reconnect_after_a_close_the_server_meant(serve, tmp_pat
     try:
         client.next("open")
         client.command("send bye")
+        assert client.next("sent")["ok"]
         closed = client.next("close")
         assert closed["code"] == 4000 and closed["reason"] == "kicked"
         assert not closed["reconnecting"] and closed["state"] == "closed"
