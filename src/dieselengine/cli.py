@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
                             f"folder, or ${config.CONFIG_ENV})")
     config.add_arguments(serve)
 
+    init = commands.add_parser("init", help="create a ready project: a script, a page, diesel.toml, a test",
+                               description="Create DIR with a chat script, a page that talks to it, "
+                                           "diesel.toml and a test of the script using dieselengine.testing.")
+    init.add_argument("dir", type=Path, metavar="DIR", help="a new (or empty) folder")
+
     check = commands.add_parser("check", help="load every script and report errors",
                                 description="Load every script of PATH; print errors as file:line:column "
                                             "and exit 1 if there are any.")
@@ -104,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "init":
+        from .init import create
+
+        return create(args.dir)
     if args.command == "check":
         logging.basicConfig(stream=sys.stderr, level="WARNING", format="%(levelname)s: %(message)s")
         return _check(_settings(parser, args))

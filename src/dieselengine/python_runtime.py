@@ -27,10 +27,11 @@ class PythonScript:
     """A Python module run in the server's process: trusted code, no sandbox (use JavaScript for
     untrusted scripts). Its folder is on `sys.path` so it can import its `_helpers`."""
 
-    def __init__(self, path: Path, name: str, module: ModuleType) -> None:
+    def __init__(self, path: Path, name: str, module: ModuleType, imported: set[Path] | None = None) -> None:
         self.path = path
         self.name = name
         self._module = module
+        self._sources = {path.resolve(), *(imported or ())}
         self._hooks: dict[Hook, Callable[..., Any] | None] = {
             hook: getattr(module, attr, None) for hook, attr in _HOOKS.items()
         }
@@ -47,6 +48,7 @@ class PythonScript:
         if spec is None or spec.loader is None:
             raise ScriptError(f"{path}: cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(spec)
+        before = set(sys.modules)
         try:
             spec.loader.exec_module(module)
         except SyntaxError as exc:
@@ -60,7 +62,11 @@ class PythonScript:
                 raise ScriptError(f"{name}: {attr} must be a function, not {type(value).__name__}")
         for warning in misnamed_hooks(name, vars(module), python=True):
             log.warning("%s", warning)
-        return cls(path, name, module)
+        served = folder if hub is None else _served_folder(hub.settings.path)
+        imported = {Path(file).resolve() for key in set(sys.modules) - before
+                    if (file := getattr(sys.modules[key], "__file__", None))
+                    and Path(file).resolve().is_relative_to(served)}
+        return cls(path, name, module, imported)
 
     def call(self, hook: Hook, session: Session, message: Message | None) -> Awaitable[object] | None:
         function = self._hooks[hook]
@@ -85,6 +91,10 @@ class PythonScript:
 
     def unload(self) -> None:
         sys.modules.pop(self._module.__name__, None)
+
+    def sources(self) -> set[Path]:
+        """Itself and the modules of the served folder it imported while loading."""
+        return self._sources
 
 
 def _relative(filename: str | None, path: Path, name: str) -> str:

@@ -34,7 +34,9 @@ def discover(root: Path, public: Path | None = None) -> dict[str, tuple[Path, st
 
     `games/chess.js` becomes `/ws/games/chess`; any path part starting with `_` is a helper;
     so is anything under a dot-folder or `__pycache__`; `node_modules` holds packages, never routes.
-    The files of `public` (the static folder, if it is inside the served one) are for browsers.
+    The files of `public` (the static folder, if it is inside the served one) are for browsers,
+    and tests of the scripts (`test_*.py`, `*_test.py`, `conftest.py`, `*.test.js`, `*.spec.js`)
+    are for pytest and the like.
     """
     if root.is_file():
         if root.suffix not in SCRIPT_SUFFIXES:
@@ -49,11 +51,20 @@ def discover(root: Path, public: Path | None = None) -> dict[str, tuple[Path, st
             continue
         if public is not None and file.resolve().is_relative_to(public.resolve()):
             continue
+        if is_test(file):
+            continue
         route = "/ws/" + relative.with_suffix("").as_posix()
         if route in found:
             raise ScriptError(f"{file}: route {route} is already served by {found[route][0]}")
         found[route] = (file, relative.as_posix())
     return found
+
+
+def is_test(file: Path) -> bool:
+    """A test of the scripts beside them, never a route."""
+    name = file.name
+    return (name.startswith("test_") and name.endswith(".py") or name.endswith(("_test.py", ".test.js", ".spec.js"))
+            or name == "conftest.py")
 
 
 def script_files(root: Path) -> list[Path]:
@@ -72,16 +83,43 @@ class Router:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.routes: dict[str, Route] = {}
+        #: Removed routes whose sessions are still closing.
+        self.retired: list[Route] = []
 
     def load(self, root: Path) -> list[str]:
         """Load every script; returns the errors (each located) of those that failed."""
         errors: list[str] = []
-        for path, (file, name) in discover(root, self.hub.settings.public_dir).items():
+        for path, (file, name) in self.discover().items():
             try:
-                self.routes[path] = Route(path, file, name, load_script(file, name, self.hub))
+                self.add(path, file, name)
             except ScriptError as exc:
                 errors.append(str(exc))
         return errors
+
+    def discover(self) -> dict[str, tuple[Path, str]]:
+        """The routes the served path has now (it may have changed since it was loaded)."""
+        return discover(self.hub.settings.path, self.hub.settings.public_dir)
+
+    def add(self, path: str, file: Path, name: str) -> Route:
+        """Load a script and serve it at `path`; raises ScriptError."""
+        route = self.routes[path] = Route(path, file, name, load_script(file, name, self.hub))
+        return route
+
+    def remove(self, route: Route) -> None:
+        """Stop serving a route (its script was deleted): new handshakes get 404, live sessions are
+        closed with 1001 and their onClose runs in the old script, which `collect` then unloads."""
+        if self.routes.get(route.path) is route:
+            del self.routes[route.path]
+        self.retired.append(route)
+        for session in [s for s in self.hub.sessions.values() if s.route is route]:
+            session.close(1001, "script removed")
+
+    def collect(self) -> None:
+        """Unload removed routes' scripts once none of their sessions is left."""
+        live = {id(session.route) for session in self.hub.sessions.values()}
+        for route in [r for r in self.retired if id(r) not in live]:
+            self.retired.remove(route)
+            route.script.unload()
 
     def match(self, path: str) -> Route | None:
         return self.routes.get(path)

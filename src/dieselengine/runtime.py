@@ -62,6 +62,10 @@ class Script(Protocol):
     def unload(self) -> None:
         """The script is no longer used: free its engine."""
 
+    def sources(self) -> set[Path]:
+        """The files its code was loaded from: itself and what it imports (resolved paths), so that
+        --reload reloads a script when one of them changes, and no other."""
+
 
 def load_script(path: Path, name: str, hub: Hub) -> Script:
     """Load a `.py` or `.js` handler script; raises ScriptError with a located message."""

@@ -864,6 +864,11 @@ class JsScript:
             self._live[handle] = session
             session.conn.direct(self._entry, handle)
 
+    def sources(self) -> set[Path]:
+        """Itself and every module it loaded (helpers, packages), also by a dynamic import()."""
+        files = self._modules.files.values() if self._modules is not None else ()
+        return {self.path.resolve(), *(file.path.resolve() for file in files)}
+
     def unload(self) -> None:
         """Stop its timers, abandon its pending async hooks, forget the context."""
         if self._unloaded:
