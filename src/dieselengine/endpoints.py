@@ -13,6 +13,8 @@ from urllib.parse import unquote
 from .api import PREFIX as API_PREFIX
 from .api import Api
 from .handshake import http_response
+from .inspector import PREFIX as INSPECT_PREFIX
+from .inspector import Inspector
 from .hub import Hub
 from .metrics import registry_for, render
 from .routing import Route, Router
@@ -38,19 +40,23 @@ class Endpoints:
         self.api = Api(settings, hub, settings.api_key) if settings.api_key else None
         if self.api is not None:
             self._registry.register(self.api.collector())
+        #: The inspector page and its data, with --inspect or --api-key only.
+        self.inspector = Inspector(settings, hub, router) if settings.inspect or settings.api_key else None
         public = settings.public_dir
         self._static = public.resolve() if public is not None else None
         #: False once shutdown began: /healthz answers 503 and new upgrades are refused.
         self.serving = True
 
-    def resolve(self, method: bytes, path: str) -> Route | Api | bytes:
-        """The route to upgrade to, the API to hand the request to, or a complete HTTP response
-        to send before closing."""
+    def resolve(self, method: bytes, path: str) -> Route | Api | Inspector | bytes:
+        """The route to upgrade to, the API or inspector to hand the request to, or a complete
+        HTTP response to send before closing."""
         route = self._router.match(path)
         if route is not None:
             return route if self.serving else http_response(503, b"shutting down\n")
         if self.api is not None and path.startswith(API_PREFIX):
             return self.api
+        if self.inspector is not None and (path == INSPECT_PREFIX or path.startswith(INSPECT_PREFIX + "/")):
+            return self.inspector
         if method not in (b"GET", b"HEAD"):
             return http_response(405, b"method not allowed\n", extra="Allow: GET\r\n")
         if path == "/healthz":

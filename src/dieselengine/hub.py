@@ -41,6 +41,8 @@ class Hub:
         #: Called with (room, members) whenever a room's count may have changed; script runtimes
         #: that cannot call back into Python mid-handler (QuickJS) keep a mirror of the counts.
         self.count_listeners: list[Callable[[str, int], None]] = []
+        #: Called with each new session (the inspector notes when it opened); None: no cost.
+        self.on_open: Callable[[Session], None] | None = None
         server.bind(self)
 
     # -- membership ------------------------------------------------------------------------------
@@ -141,6 +143,8 @@ class Hub:
     def add(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.stats.sessions_opened += 1
+        if self.on_open is not None:
+            self.on_open(session)
 
     def close_session(self, session_id: str, code: int, reason: str) -> bool:
         """Close a session of this node by its id (an operator's request); False if it has none."""

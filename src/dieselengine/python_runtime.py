@@ -92,6 +92,9 @@ class PythonScript:
     def unload(self) -> None:
         sys.modules.pop(self._module.__name__, None)
 
+    def attributes(self, session: Session) -> dict[str, object]:
+        return dict(session.attributes or {})
+
     def sources(self) -> set[Path]:
         """Itself and the modules of the served folder it imported while loading."""
         return self._sources

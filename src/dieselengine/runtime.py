@@ -62,6 +62,9 @@ class Script(Protocol):
     def unload(self) -> None:
         """The script is no longer used: free its engine."""
 
+    def attributes(self, session: Session) -> dict[str, object]:
+        """A session's attributes as JSON can carry them (for the inspector); {} if it has none."""
+
     def sources(self) -> set[Path]:
         """The files its code was loaded from: itself and what it imports (resolved paths), so that
         --reload reloads a script when one of them changes, and no other."""

@@ -42,6 +42,10 @@ class Settings:
         None, "serve the HTTP API under /api/ (broadcast to rooms, list them, close sessions); every request "
               "must send Authorization: Bearer KEY (DIESEL_API_KEY keeps it out of the process list)",
         group="network", metavar="KEY")
+    inspect: str | None = option(
+        None, "serve the inspector at /_diesel/inspect (rooms, sessions, rates, errors; close a session, "
+              "broadcast), opened with this token; with --api-key, that key opens it too", group="network",
+        metavar="TOKEN")
     compression: str = option(
         "shared", "permessage-deflate for clients that offer it: shared (or on) accepts it with no context "
         "takeover either way (no zlib memory per connection; a broadcast compressed once for all its "

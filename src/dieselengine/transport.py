@@ -14,9 +14,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from .api import Api
 from .handshake import MAX_HEAD_SIZE, refusal
 from .request import Request, client_address
+from .routing import Route
 from .session import Session
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Transport:
             if isinstance(found, bytes):
                 conn.respond(found)
                 return
-            if isinstance(found, Api):
+            if not isinstance(found, Route):  # the API or the inspector: it answers the request itself
                 found.handle(conn, method, path, raw_headers)
                 return
             if isinstance(answer, bytes):

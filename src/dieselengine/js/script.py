@@ -864,6 +864,21 @@ class JsScript:
             self._live[handle] = session
             session.conn.direct(self._entry, handle)
 
+    def attributes(self, session: Session) -> dict[str, object]:
+        """The attributes as the JS context holds them, through JSON (what reload carries over)."""
+        handle = session.runtime_state
+        if handle is None or self._ctx is None:
+            return {}
+        self._log.disabled = True  # its warnings about values JSON cannot carry are reload's
+        try:
+            text = self._export_attrs(handle)
+            self._flush(self._drain(None, 0), None, None)
+        except quickjs.JSException as exc:
+            return {"(unreadable)": str(exc).splitlines()[0]}
+        finally:
+            self._log.disabled = False
+        return json.loads(text) if text else {}
+
     def sources(self) -> set[Path]:
         """Itself and every module it loaded (helpers, packages), also by a dynamic import()."""
         files = self._modules.files.values() if self._modules is not None else ()
