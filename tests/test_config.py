@@ -55,8 +55,10 @@ def test_file_errors_name_the_key(tmp_path, text, message):
 
 
 def test_environment_errors_name_the_variable(tmp_path):
-    with pytest.raises(config.ConfigError, match="unknown environment variable 'DIESEL_PROT'"):
-        config.load(tmp_path, {}, {"DIESEL_PROT": "1"}, None)
+    warnings: list[str] = []
+    settings = config.load(tmp_path, {}, {"DIESEL_PROT": "1"}, None, warn=warnings.append)
+    assert warnings == ["unknown environment variable 'DIESEL_PROT' (did you mean 'DIESEL_PORT'?), ignored"]
+    assert settings.port == 8080
     with pytest.raises(config.ConfigError, match="DIESEL_SCRIPT_MEMORY: invalid value 'lots'"):
         config.load(tmp_path, {}, {"DIESEL_SCRIPT_MEMORY": "lots"}, None)
 

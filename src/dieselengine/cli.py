@@ -56,7 +56,8 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
         flags.pop(name, None)
     try:
         file = config.config_file(args.path, args.config, os.environ)
-        return config.load(args.path, flags, os.environ, file)
+        return config.load(args.path, flags, os.environ, file,
+                           warn=lambda text: print(f"diesel: warning: {text}", file=sys.stderr))
     except config.ConfigError as exc:
         parser.exit(2, f"diesel: error: {exc}\n")
 

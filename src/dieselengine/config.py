@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +70,17 @@ def _flag_parser(option: Declared):
     return parse
 
 
-def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The options set by `DIESEL_*` variables; an unknown `DIESEL_*` name is an error."""
+def from_environment(environ: Mapping[str, str], warn: Callable[[str], None] = print) -> dict[str, Any]:
+    """The options set by `DIESEL_*` variables. An unknown `DIESEL_*` name is only warned about:
+    the environment is shared with other programs (a typo is still named, with the likely option)."""
     values: dict[str, Any] = {}
     for key, text in environ.items():
         if not key.startswith("DIESEL_") or key == CONFIG_ENV:
             continue
         option = _BY_ENV.get(key)
         if option is None:
-            raise _unknown("environment variable", key, [*_BY_ENV, CONFIG_ENV])
+            warn(f"{_unknown('environment variable', key, [*_BY_ENV, CONFIG_ENV])}, ignored")
+            continue
         try:
             if option.spec.repeat:
                 values[option.field] = [option.parse(part) for part in text.split(",") if part.strip()]
@@ -138,12 +140,12 @@ def config_file(path: Path, flag: Path | None, environ: Mapping[str, str]) -> Pa
 
 
 def load(path: Path, flags: Mapping[str, Any], environ: Mapping[str, str],
-         file: Path | None = None) -> Settings:
+         file: Path | None = None, warn: Callable[[str], None] = print) -> Settings:
     """The settings for serving `path`: flags over environment over file over defaults."""
     values: dict[str, Any] = {}
     if file is not None:
         values.update(from_file(file))
-    values.update(from_environment(environ))
+    values.update(from_environment(environ, warn))
     values.update(flags)
     for option in OPTIONS:
         if option.spec.repeat and option.field in values:
@@ -168,7 +170,8 @@ def reference() -> str:
         "  `max-message-size = \"1M\"` or `max-message-size = 1048576` (repeatable options: a list).",
         "  Relative paths in the file are relative to the file's folder.",
         "",
-        "An unknown key in the file, or an unknown `DIESEL_*` variable, is an error that names it.",
+        "An unknown key in the file is an error that names it; an unknown `DIESEL_*` variable is",
+        "named in a warning (the environment is shared with other programs).",
         "Sizes take K, M or G suffixes (powers of 1024). Switches take `true`/`false` (`1`/`0`,",
         "`yes`/`no` in the environment).",
     ]
