@@ -108,3 +108,29 @@ def test_client_does_not_reconnect_after_a_close_the_server_meant(serve, tmp_pat
         assert client.next("sent")["ok"] is False
     finally:
         client.stop()
+
+
+def test_client_declarations_type_check(tmp_path):
+    """client.d.ts types a page's use of the client under TypeScript's strict checks."""
+    from test_js_npm import npm_install
+
+    folder = tmp_path / "ts"
+    npm_install(folder, {"typescript": "5.7.2"})
+    shutil.copy(CLIENT.with_name("client.d.ts"), folder / "client.d.ts")
+    (folder / "page.ts").write_text('''import { connect, type CloseInfo } from "./client.js";
+const chat = connect("/ws/chat?user=ann", { minDelay: 250, jitter: 0.3, shouldReconnect: (code) => code !== 4001 });
+const off = chat.on("json", (message) => console.log(message.type));
+chat.on("close", (info: CloseInfo) => console.log(info.reconnecting, info.delay));
+chat.on("message", (data) => typeof data === "string" ? data.length : 0);
+const queued: boolean = chat.send("hi") && chat.sendJSON({ a: 1 });
+const state: "connecting" | "open" | "reconnecting" | "closed" = chat.state;
+off();
+chat.close(1000, "bye");
+chat.on("nonsense", () => 0);
+''')
+    result = subprocess.run([str(folder / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--lib", "es2023,dom",
+                             "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler", "page.ts"],
+                            cwd=folder, capture_output=True, text=True, timeout=120)
+    # the deliberate mistake on the last line is the only error
+    assert result.stdout.count("error TS") == 1, result.stdout
+    assert "page.ts(10,9)" in result.stdout, result.stdout
