@@ -245,6 +245,8 @@ class Harness:
             self._teardown()
             raise ScriptError(str(exc)) from None
         if errors:
+            for route in self._router:
+                route.script.unload()
             self._teardown()
             raise ScriptError("\n".join(errors))
         self.settle()
