@@ -23,8 +23,9 @@ pytestmark = pytest.mark.skipif(os.environ.get("DIESEL_WIRE", "auto") == "asynci
                                 reason="installs run once per suite, in the C wire's pass")
 
 #: What the installed package is tried on: the examples served and chatted with, and the protocol's
-#: limits and close codes.
-INSTALLED_TESTS = ["tests/test_examples.py", "tests/test_protocol.py"]
+#: limits and close codes; a new user's first steps (`diesel init`, the project's own test, the
+#: harness on the examples' chat), which need the package's data files (template/, client/).
+INSTALLED_TESTS = ["tests/test_examples.py", "tests/test_protocol.py", "tests/test_init.py", "examples/test_chat.py"]
 
 
 def _source_tree(folder: Path) -> Path:
