@@ -1,4 +1,4 @@
-"""The `diesel` command: `serve`, `check`, `--version`. Flags, environment and diesel.toml make one Settings object."""
+"""The `diesel` command: `serve`, `check`, `init`, `--version`. Flags, environment and diesel.toml make one Settings."""
 
 from __future__ import annotations
 
