@@ -96,6 +96,15 @@ class ModuleLoader:
         name = MAIN + file.name if file.kind == "esm" else FACADE + file.name
         return f"import * as main from {json.dumps(name)};\n__diesel_main__(main);\n"
 
+    def loaded(self) -> None:
+        """The script is loaded: forget the packages' text and tokens (megabytes of Python objects);
+        an `import()` later reads what it needs again, and an import error in a package's code at
+        run time names the file without the line. The served folder's own files are kept."""
+        for file in self.files.values():
+            if "node_modules" in Path(file.name).parts:
+                file.source = ""
+                file.toks = []
+
     def sources(self, own: bool = False) -> list[str]:
         """The sources of every file loaded, or only those of the served folder itself (own)."""
         return [f.source for f in self.files.values()
@@ -108,6 +117,12 @@ class ModuleLoader:
         known = self.files.get(name)
         if known is not None:
             return known
+        source, toks = self._read(path, name)
+        kind = self.resolver.kind(path, _module_syntax(toks))
+        file = self.files[name] = _File(path, name, source, kind, toks)
+        return file
+
+    def _read(self, path: Path, name: str) -> tuple[str, list[Tok]]:
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -118,8 +133,15 @@ class ModuleLoader:
         toks = tokenize(source) if path.suffix != ".json" else []
         if "node_modules" in Path(name).parts and "NODE_ENV" in source:
             source, toks = _define_node_env(source, toks)
-        kind = self.resolver.kind(path, _module_syntax(toks))
-        file = self.files[name] = _File(path, name, source, kind, toks)
+        return source, toks
+
+    def _text(self, file: _File) -> _File:
+        """A file with its text, read again if `loaded` forgot it."""
+        if not file.source:
+            try:
+                file.source, file.toks = self._read(file.path, file.name)
+            except ResolveError:
+                pass
         return file
 
     def _locate(self, importer: str, spec: str) -> str:
@@ -186,8 +208,8 @@ class ModuleLoader:
     def code(self, name: str) -> str:
         """The source the engine compiles for a module name."""
         if name.startswith(FACADE):
-            return self._facade(self.files[name[len(FACADE):]])
-        file = self.files[name]
+            return self._facade(self._text(self.files[name[len(FACADE):]]))
+        file = self._text(self.files[name])
         if file.kind == "esm":
             return file.source
         return self._commonjs(file)
@@ -236,6 +258,7 @@ class ModuleLoader:
         if file.name in seen:
             return set()
         seen.add(file.name)
+        file = self._text(file)
         if file.kind == "json":
             try:
                 value = json.loads(file.source)

@@ -213,6 +213,7 @@ class JsScript:
         dynamic = any(re.search(r"\b(eval|Function)\b", s) for s in own)
         self._wants_headers = dynamic or any("getHeader" in s for s in own)
         self._wants_params = dynamic or any("getParameter" in s for s in own)
+        loader.loaded()
         try:
             mask = api("bindHooks")()
             self._export_names = json.loads(api("exportNames")())
