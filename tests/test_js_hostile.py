@@ -247,6 +247,8 @@ export function onMessage(session, message) {
     out.push(4, handle, "not a code", { reason: 1 });
   } else if (message === "bad-op") {
     out.push(99, handle);
+  } else if (message === "timer") {
+    setTimeout(() => out.push(9, handle, "real", 0), 1);  // a broadcast of "the message", in a timer
   } else {
     session.send("hostile " + message);
   }
@@ -260,7 +262,7 @@ def test_a_forged_outbox_is_the_script_s_own_error(serve, tmp_path):
     async def main():
         async with websockets.connect(server.url("/ws/hostile")) as bad:
             assert await bad.recv() == "hello"
-            for message in ("join-number", "toJSON", "timers", "close", "bad-op"):
+            for message in ("join-number", "toJSON", "timer", "timers", "close", "bad-op"):
                 await bad.send(message)
                 await bystanders(server, 0.5)
                 if message == "toJSON":
@@ -277,6 +279,8 @@ def test_a_forged_outbox_is_the_script_s_own_error(serve, tmp_path):
                  r"a close code and reason: \['not a code', \{'reason': 1\}\]", r"an unknown operation: 99"):
         assert re.search(r"ERROR dieselengine: hostile\.js: uncaught error in the message handler \(session \w+\)\n"
                          r"TypeError: the script handed the server " + what, log), (what, log)
+    assert re.search(r"ERROR dieselengine\.script\.hostile\.js: TypeError: the script handed the server an "
+                     r"operation on the incoming message outside onMessage", log), log
     assert "internal" not in log and "Traceback" not in log, log
     _, metrics = server.http("/metrics")
     assert not re.search(r"\b(123|456|789)\b", "\n".join(line for line in metrics.splitlines()
@@ -341,6 +345,7 @@ def test_a_script_sees_only_its_own_rooms(serve, tmp_path):
                     async with websockets.connect(server.url("/ws/secret?n=3")):
                         await two.send("3")
                         assert await two.recv() == "1"
+                await bystanders(server, 0.3)
 
     run(main)
 
@@ -478,6 +483,7 @@ def test_prepare_stack_trace_hands_out_no_function(serve, tmp_path):
         async with websockets.connect(server.url("/ws/hostile")) as ws:
             await ws.send("x")
             assert json.loads(await ws.recv()) == {"stack": "string", "prepared": False, "functions": []}
+            await bystanders(server, 0.3)
 
     run(main)
 

@@ -434,6 +434,8 @@ class JsScript:
         except JsError as exc:
             self.hub.stats.handler_errors += 1
             self._log.error("%s", exc)
+        except Exception:  # the server's own bug: logged, and the loop goes on
+            self._log.exception("internal: what the script queued could not be run")
 
     def _flush_ops(self, queued: str | None, session: Session | None, message: Message | None, jobs: bool) -> None:
         if queued is None:
@@ -482,7 +484,7 @@ class JsScript:
                 elif op == OP_BCAST_BIN:
                     payload = self._binary(args[2])
                 else:
-                    payload = message  # type: ignore[assignment]
+                    payload = self._message_of(message)
                 skip = target if args[-1] else None
                 try:
                     hub.broadcast(room, payload, skip)
@@ -501,8 +503,10 @@ class JsScript:
                     data = self._binary(args[1])
                     if target is not None:
                         target.send(data)
-                elif target is not None:
-                    target.send(message)  # type: ignore[arg-type]
+                else:
+                    payload = self._message_of(message)
+                    if target is not None:
+                        target.send(payload)
             elif op == OP_JOIN or op == OP_LEAVE:
                 target = live.get(_handle(args[0]))
                 room = self._room(args[1])
@@ -584,6 +588,12 @@ class JsScript:
             shown = shown[:77] + "..."
         return JsError(f"TypeError: the script handed the server {what}: {shown} (were built-in prototypes "
                        "tampered with?); the rest of what the call queued is dropped")
+
+    def _message_of(self, message: Message | None) -> Message:
+        """The incoming message an operation names; there is none outside onMessage."""
+        if message is None:
+            raise self._forged("an operation on the incoming message outside onMessage", None)
+        return message
 
     def _room(self, value: Any) -> str:
         if type(value) is not str:
