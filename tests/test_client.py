@@ -32,6 +32,10 @@ class Driver:
         node = shutil.which("node")
         if node is None:
             pytest.skip("node is not installed")
+        probe = subprocess.run([node, "--experimental-websocket", "--no-warnings", "-e",
+                                "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip("this node has no WebSocket (Node 22, or 20 with --experimental-websocket)")
         self.proc = subprocess.Popen([node, "--experimental-websocket", "--no-warnings", str(ROOT / "tests" / "client_driver.mjs"),
                                       CLIENT.as_uri(), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pending: list[dict] = []
