@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, config, wire
+from .logs import configure_logging
 from .settings import Settings
 
 
@@ -60,12 +61,6 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
                            warn=lambda text: print(f"diesel: warning: {text}", file=sys.stderr))
     except config.ConfigError as exc:
         parser.exit(2, f"diesel: error: {exc}\n")
-
-
-def _configure_logging(level: str) -> None:
-    """One record per line on stderr, written at once (a stack trace follows its line)."""
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _check(settings: Settings) -> int:
@@ -132,7 +127,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
     if settings.api_key is not None and (not settings.api_key.strip() or settings.api_key != settings.api_key.strip()):
         parser.error("--api-key must not be empty nor begin or end with a space")
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from .startup import listen
         from .workers import run_workers

@@ -44,6 +44,8 @@ class Hub:
         #: Called with each new session (the inspector notes when it opened); None: no cost.
         self.on_open: Callable[[Session], None] | None = None
         server.bind(self)
+        #: Called with each session once its on_close returned (the access log, connection limits).
+        self.end_listeners: list[Callable[[Session], None]] = []
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -159,6 +161,8 @@ class Hub:
         self.leave_all(session)
         if self.sessions.pop(session.id, None) is not None:
             self.stats.sessions_closed += 1
+            for listener in self.end_listeners:
+                listener(session)
 
     def slow_consumer(self, session: Session) -> None:
         """A client stopped reading and its queue passed `send_queue_size`: close it with 1008.

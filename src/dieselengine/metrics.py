@@ -42,6 +42,16 @@ class HubCollector(Collector):
         for (origin, outcome), value in sorted(hub.stats.fetches.items()):
             fetches.add_metric((origin, outcome), value)
         yield fetches
+        refused = CounterMetricFamily("diesel_upgrades_refused", "Upgrades answered with an HTTP error, by reason.",
+                                      labels=["reason"])
+        for reason, count in sorted(hub.stats.refusals.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        closes = CounterMetricFamily("diesel_limit_closes", "Sessions the server closed for a limit (1008), by reason.",
+                                     labels=["reason"])
+        for reason, count in sorted(hub.stats.limit_closes.items()):
+            closes.add_metric([reason], count)
+        yield closes
         if hub.bus is not None:
             yield GaugeMetricFamily("diesel_cluster_healthy", "1 while the cluster bus is connected.",
                                     value=1 if hub.bus.healthy else 0)

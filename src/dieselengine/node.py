@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import signal
 import socket
 import sys
 
 from .dispatch import Dispatcher
+from .door import Door
 from .endpoints import Endpoints
 from .hub import Hub
+from .logs import AccessLog
 from .reload import watch
 from .routing import Router
 from .runtime import ScriptError
@@ -37,6 +40,11 @@ class Server:
         loop = asyncio.get_running_loop()
         hub = Hub(settings, loop, Stats(), self.wire)
         dispatcher = Dispatcher(hub)
+        access_log = AccessLog(loop, settings.log_format == "json") if settings.access_log else None
+        try:
+            door = Door(settings, dispatcher, access_log)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         router = Router(hub)
         try:
             errors = router.load(settings.path)
@@ -59,7 +67,10 @@ class Server:
         endpoints = Endpoints(settings, router, hub)
         if sock is None:
             sock = listen(settings.host, settings.port)
-        transport = Transport(sock, dispatcher, endpoints, settings, self.wire)
+        transport = Transport(sock, dispatcher, endpoints, settings, self.wire, door)
+        if not settings.allowed_origins and not _loopback(settings.host):
+            log.warning("serving on %s without --allowed-origin: any web page may open WebSockets to this "
+                        "server with its visitors' cookies (cross-site WebSocket hijacking)", settings.host)
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -89,6 +100,8 @@ class Server:
         for task in tasks:
             task.cancel()
         watchdog.stop()
+        for hook in list(door.pending):
+            hook.cancel()
         await self._close_sessions(hub, dispatcher)
         if hub.bus is not None:
             await hub.bus.stop()
@@ -97,6 +110,8 @@ class Server:
         from .js.fetch import close as close_fetches  # JavaScript's fetch() connection pool, if any
 
         await close_fetches(hub)
+        if access_log is not None:
+            access_log.flush()
         log.info("stopped")
         return 0
 
@@ -160,6 +175,15 @@ def _reload_tls(transport: Transport) -> None:
         log.error("SIGHUP: TLS certificate not reloaded, still serving the previous one: %s", exc)
     else:
         log.info("SIGHUP: TLS certificate reloaded")
+
+
+def _loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name is resolved: `localhost`)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def _tune_gc() -> None:

@@ -1,4 +1,4 @@
-"""Python handler modules: `on_open`, `on_message`, `on_close`, each optional, `def` or `async def`."""
+"""Python handler modules: `on_upgrade`, `on_open`, `on_message`, `on_close`, each optional, `def` or `async def`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .runtime import HOOK_NAMES, Hook, Script, ScriptError, misnamed_hooks
 if TYPE_CHECKING:
     from .hub import Hub
     from .session import Message, Session
+    from .upgrade import UpgradeRequest
 
 _PACKAGE_DIR = str(Path(__file__).parent)
 _HOOKS: dict[Hook, str] = {hook: names[1] for hook, names in HOOK_NAMES.items()}
@@ -35,6 +36,8 @@ class PythonScript:
         self._hooks: dict[Hook, Callable[..., Any] | None] = {
             hook: getattr(module, attr, None) for hook, attr in _HOOKS.items()
         }
+        self._upgrade: Callable[[UpgradeRequest], Any] | None = getattr(module, "on_upgrade", None)
+        self.upgrades = self._upgrade is not None
 
     @classmethod
     def load(cls, path: Path, name: str, hub: Hub | None = None) -> PythonScript:
@@ -56,7 +59,7 @@ class PythonScript:
             raise ScriptError(f"{where}:{exc.lineno}:{exc.offset}: {type(exc).__name__}: {exc.msg}") from None
         except Exception as exc:
             raise ScriptError(f"{name}: failed to load\n{_format(exc)}") from None
-        for hook, attr in _HOOKS.items():
+        for attr in (*_HOOKS.values(), "on_upgrade"):
             value = getattr(module, attr, None)
             if value is not None and not callable(value):
                 raise ScriptError(f"{name}: {attr} must be a function, not {type(value).__name__}")
@@ -76,6 +79,11 @@ class PythonScript:
         if result is None or not inspect.isawaitable(result):
             return None
         return result
+
+    def upgrade(self, request: UpgradeRequest) -> Awaitable[object] | None:
+        assert self._upgrade is not None
+        result = self._upgrade(request)
+        return result if result is not None and inspect.isawaitable(result) else None
 
     def describe_error(self, exc: BaseException) -> str:
         return _format(exc)

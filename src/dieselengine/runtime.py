@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from .hub import Hub
     from .session import Message, Session
+    from .upgrade import UpgradeRequest
 
 Hook = Literal["open", "message", "close"]
 
@@ -42,6 +43,12 @@ class Script(Protocol):
     #: Route-relative name used to tag its logs, e.g. `games/chess.js`.
     name: str
     path: Path
+    #: Whether the script has an upgrade hook (`on_upgrade` / `onUpgrade`).
+    upgrades: bool
+
+    def upgrade(self, request: UpgradeRequest) -> Awaitable[object] | None:
+        """Run the upgrade hook on the request (which records what it decided); an awaitable when
+        the hook is still running (async); raises what the hook raised."""
 
     def call(self, hook: Hook, session: Session, message: Message | None) -> Awaitable[object] | None:
         """Run a hook if the script defines it. Returns an awaitable when the hook is still running

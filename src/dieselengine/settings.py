@@ -11,11 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .options import option, origin as parse_origin, size
 
 #: A served folder's folder of static files (pages, scripts for the browser), served at /.
 PUBLIC_DIR = "public"
+
+
+class MessageRate(NamedTuple):
+    """--message-rate: messages per second, and how many may come at once (the bucket's size)."""
+
+    per_second: float
+    burst: float
+
+    @classmethod
+    def parse(cls, text: str) -> MessageRate:
+        rate, _, burst = text.partition("/")
+        value = cls(float(rate), float(burst) if burst else float(rate))
+        if not (value.per_second > 0 and value.burst >= 1):
+            raise ValueError(f"{text!r}: a rate above 0 and a burst of at least 1")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}/{self.burst:g}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,34 @@ class Settings:
                                   group="fetch", metavar="SECONDS")
     fetch_max_size: int = option(8 << 20, "a JavaScript fetch() rejects a larger response body",
                                  group="fetch", parse=size, metavar="BYTES")
+    # the door: who may connect
+    allowed_origins: frozenset[str] = option(
+        None, "accept browser upgrades only from this origin: https://app.example.com or https://*.example.com "
+              "(repeatable; a request without Origin is not a browser's and is accepted)",
+        group="access", name="allowed-origin", metavar="ORIGIN", repeat=True)
+    jwt_secret: str | None = option(
+        None, "require a JWT (?token= or Authorization: Bearer) signed with this HS256/384/512 secret",
+        group="access", metavar="SECRET")
+    jwt_key: Path | None = option(
+        None, "require a JWT signed by the private half of this PEM public key (RS*, PS*, ES*, EdDSA)",
+        group="access", parse=Path, metavar="FILE")
+    jwt_audience: str | None = option(None, "a JWT's aud must name this audience",
+                                      group="access", metavar="AUDIENCE")
+    jwt_issuer: str | None = option(None, "a JWT's iss must be this issuer", group="access", metavar="ISSUER")
+    max_connections: int = option(0, "refuse upgrades past this many connections with 503 (0: no limit)",
+                                  group="access", metavar="N")
+    max_connections_per_ip: int = option(
+        0, "refuse upgrades past this many connections from one address with 429 (0: no limit)",
+        group="access", metavar="N")
+    message_rate: MessageRate | None = option(
+        None, "messages per second a session may send, as a token bucket of N (or BURST): past it, "
+              "close with 1008", group="access", parse=MessageRate.parse, metavar="N[/BURST]")
+
+    # logging
+    log_format: str = option("text", "log lines as text, or one JSON object per line", group="logging",
+                             choices=("text", "json"), metavar="FORMAT")
+    access_log: bool = option(True, "log each session's open and end and each refused upgrade",
+                              group="logging")
 
     # scale-out
     cluster: str | None = option(

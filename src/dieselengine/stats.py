@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ class Stats:
         "slow_consumer_closes",
         "protocol_closes",
         "fetches",
+        "refusals",
+        "limit_closes",
         "wire",
     )
 
@@ -43,6 +46,10 @@ class Stats:
         self.hook_seconds = 0.0
         #: (origin, outcome) -> requests made by scripts' fetch() (outcome: "2xx"... or what failed).
         self.fetches: dict[tuple[str, str], int] = {}
+        #: Upgrades answered with an HTTP error instead of the 101, by reason (door.py).
+        self.refusals: defaultdict[str, int] = defaultdict(int)
+        #: Sessions the server closed for a limit, by reason: message_rate, token_expired.
+        self.limit_closes: defaultdict[str, int] = defaultdict(int)
         self.wire: Wire | None = None
 
     @property

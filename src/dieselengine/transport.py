@@ -21,6 +21,7 @@ from .session import Session
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
+    from .door import Door
     from .endpoints import Endpoints
     from .settings import Settings
     from .wire import WireKind
@@ -51,16 +52,21 @@ class Transport:
     """Serves WebSocket sessions (and plain HTTP answers) on one listening socket."""
 
     def __init__(self, sock: socket.socket, dispatcher: Dispatcher, endpoints: Endpoints, settings: Settings,
-                 kind: WireKind) -> None:
+                 kind: WireKind, door: Door) -> None:
         self._sock = sock
         self._dispatcher = dispatcher
         self._endpoints = endpoints
         self._settings = settings
+        self._door = door
+        self._guarded = door.guards
         self._loop = dispatcher.hub.loop
+        rate = settings.message_rate
         self.wire = kind.open(sock, self._handshake, dispatcher.received, dispatcher.finished, dispatcher.ended,
                               self._failed, dispatcher.hub.outbox, self._loop, log, settings.max_message_size,
                               MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout,
-                              compression=settings.compression != "off")
+                              compression=settings.compression != "off",
+                              message_rate=rate.per_second if rate else 0.0,
+                              message_burst=rate.burst if rate else 0.0)
         if settings.compression != "off" and not kind.compresses:
             log.warning("--compression %s: this build of the C wire has no zlib (its headers were missing at "
                         "install); permessage-deflate is declined", settings.compression)
@@ -108,17 +114,24 @@ class Transport:
                 trusted = self._settings.trusted_proxies
                 if trusted:
                     request.remote_addr = client_address(peer, request.header("x-forwarded-for"), trusted)
+                if self._guarded or found.script.upgrades:
+                    self._door.admit(conn, request, found, answer)
+                    return
                 session = Session(self._dispatcher.hub, conn, request, found)
                 conn.accept(answer, session)
                 self._dispatcher.opened(session)
                 return
         assert isinstance(answer, tuple)
         conn.respond(refusal(*answer))
+        if method is not None:
+            self._door.invalid(path, peer, *answer)
 
     def _failed(self, session: Session | None, code: int, reason: str) -> None:
         """A protocol or limit violation; the wire sends the close frame."""
         log.info("session %s: closing with %d: %s", session.id if session else "?", code, reason)
         self._dispatcher.stats.protocol_closes += 1
+        if reason == "message rate exceeded":
+            self._dispatcher.stats.limit_closes["message_rate"] += 1
         if session is not None:
             session.mark_closing(by_server=True)
 

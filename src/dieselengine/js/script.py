@@ -94,6 +94,8 @@ class JsScript:
     def __init__(self, path: Path, name: str, hub: Hub) -> None:
         self.path = path
         self.name = name
+        #: No onUpgrade yet in JavaScript (the door runs only the Python hook).
+        self.upgrades = False
         self.hub = hub
         self._loop = hub.loop
         self._log = logging.getLogger("dieselengine.script." + name)

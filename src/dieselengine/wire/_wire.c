@@ -49,10 +49,12 @@
 /* What the wire makes of a request head for the handshake (`request_head`, `on_head`). */
 enum { HEAD_METHOD, HEAD_PATH, HEAD_QUERY, HEAD_HEADERS, HEAD_ANSWER, HEAD_PARTS };
 
-/* HANDSHAKE: reading the request head. OPEN. CLOSING: the server sent its close frame and waits
- * for the client's. SHUT: reading stopped; the socket closes once queued bytes are written.
- * GONE: the socket is closed. */
-enum { HANDSHAKE, OPEN, CLOSING, SHUT, GONE };
+/* HANDSHAKE: reading the request head. HELD: the head is read and its answer will come later
+ * (`Conn.hold`: an async upgrade hook); not reading. OPEN. CLOSING: the server sent its close
+ * frame and waits for the client's. SHUT: reading stopped; the socket closes once queued bytes are
+ * written. GONE: the socket is closed. */
+enum { HANDSHAKE, HELD, OPEN, CLOSING, SHUT, GONE };
+enum { NO_CLOSER, BY_SERVER, BY_CLIENT };
 
 typedef struct {
     unsigned char *data;
@@ -107,9 +109,12 @@ typedef struct Conn {
     unsigned char deflate, parts_deflated;
     /* TLS: bytes have arrived (only the first ones tell a TLS client from another). */
     unsigned char tls_started;
-    /* The client's address (AF_INET or AF_INET6, 0 if neither), taken from accept. */
-    unsigned char peer_family, peer[16];
-    uint32_t events;
+    /* The client's address family (AF_INET or AF_INET6, 0 if neither), taken from accept. */
+    unsigned char peer_family;
+    unsigned char events;  /* EPOLLIN | EPOLLOUT, which fit a byte */
+    /* The first close frame's code (0: none yet) and who sent it, for the access log. */
+    unsigned char closer;
+    unsigned short close_code;
     PyObject *session;
     /* The session's script entry and its handle in the engine, when its runtime gave them. */
     Entry *entry;
@@ -122,9 +127,22 @@ typedef struct Conn {
     /* The unparsed tail, the parts of a fragmented message, bytes not yet written (from out_at). */
     buffer_t in, parts, out;
     size_t out_at;
-    /* While in HANDSHAKE: the deadline, and the list of handshaking connections, oldest first. */
-    double deadline;
-    struct Conn *prev, *next;
+    /* While in HANDSHAKE: the client's address, the deadline, and the list of handshaking
+     * connections, oldest first. From the 101 on, the same bytes count the session's traffic (the
+     * access log) and keep its --message-rate bucket, so an idle connection does not grow. */
+    union {
+        struct {
+            unsigned char peer[16];
+            double deadline;
+            struct Conn *prev, *next;
+        };
+        struct {
+            unsigned long long bytes_in, bytes_out;
+            uint32_t messages_in, messages_out;
+            double full_at;  /* when the message-rate bucket is full again (GCRA) */
+            double opened;   /* when the 101 went out; once GONE, the seconds it was open */
+        };
+    };
 #ifdef DIESEL_TLS
     /* TLS (NULL on a plain port): `out` then holds ciphertext, made by the SSL object's BIO. */
     SSL *ssl;
@@ -139,6 +157,9 @@ struct Wire {
     PyObject *outbox;
     Py_ssize_t max_message, max_head;
     double handshake_timeout, close_timeout;
+    /* --message-rate as a GCRA: seconds per message, and how far ahead of now a connection's
+     * bucket may be (the burst); 0: no limit. */
+    double message_interval, message_tolerance;
     Conn *first, *last;
     unsigned long long bytes_in, bytes_out, messages_in, direct_calls, direct_frames;
     double message_seconds;
@@ -219,6 +240,7 @@ static void handshaking_add(Wire *w, Conn *c) {
 
 static void handshaking_remove(Conn *c) {
     Wire *w = c->wire;
+    if (c->state != HANDSHAKE) return;  /* past it, the list's fields count traffic */
     if (c->prev == NULL && w->first != c) return;  /* not in the list */
     if (c->prev) c->prev->next = c->next;
     else w->first = c->next;
@@ -249,9 +271,10 @@ static void watch(Conn *c) {
 static void conn_gone(Conn *c, int direct) {
     if (c->state == GONE) return;
     Wire *w = c->wire;
+    handshaking_remove(c);
+    if (c->session != NULL) c->opened = now() - c->opened;  /* it had its 101: freeze its duration */
     c->state = GONE;
     c->reading = 0;
-    handshaking_remove(c);
     epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -388,6 +411,7 @@ static int conn_queue(Conn *c, const unsigned char *data, size_t n) {
 static void conn_send(Conn *c, const unsigned char *data, size_t n) {
     if (c->state >= SHUT) return;
     c->wire->bytes_out += n;
+    if (c->state >= OPEN) c->bytes_out += n;
 #ifdef DIESEL_TLS
     if (c->ssl) {
         tls_write(c, data, n, 1);
@@ -433,6 +457,10 @@ static void conn_written(Conn *c, int direct) {
 
 static void send_close(Conn *c, int code, const char *reason, size_t size) {
     unsigned char frame[127];
+    if (!c->close_code) {
+        c->close_code = (unsigned short)code;
+        c->closer = BY_SERVER;
+    }
     if (size > 123) {  /* a control frame's limit; cut on a character boundary (strict clients fail with 1007) */
         size = 123;
         while (size > 0 && ((unsigned char)reason[size] & 0xC0) == 0x80) size--;
@@ -757,10 +785,12 @@ static void conn_direct(Conn *c, PyObject *message) {
 #endif
         if (frame != NULL) {
             w->direct_frames++;
+            c->messages_out++;
             const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(frame);
             size_t size = (size_t)PyBytes_GET_SIZE(frame);
             if (w->polling && w->echoed_count < MAX_EVENTS && conn_queue(c, data, size) == 0) {
                 w->bytes_out += size;
+                c->bytes_out += size;
                 w->echoed[w->echoed_count++] = (Conn *)Py_NewRef(c);
             } else {
                 conn_send(c, data, size);
@@ -781,8 +811,19 @@ static void conn_direct(Conn *c, PyObject *message) {
     Py_DECREF(e);
 }
 
+/* --message-rate: may the connection send one more message now? A token bucket kept as the time
+ * it is full again (GCRA): one double per connection, no timer. */
+static int within_rate(Conn *c) {
+    Wire *w = c->wire;
+    double t = now(), full = (c->full_at > t ? c->full_at : t) + w->message_interval;
+    if (full - t > w->message_tolerance) return 0;
+    c->full_at = full;
+    return 1;
+}
+
 static int conn_message(Conn *c, const unsigned char *payload, size_t size, int text) {
     if (c->state != OPEN || c->session == NULL) return 1;  /* the server is closing: dropped */
+    if (c->wire->message_interval > 0 && !within_rate(c)) return conn_fail(c, 1008, "message rate exceeded");
     PyObject *message = text ? PyUnicode_DecodeUTF8((const char *)payload, (Py_ssize_t)size, NULL)
                              : PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)size);
     if (message == NULL) {
@@ -804,6 +845,7 @@ static int conn_message(Conn *c, const unsigned char *payload, size_t size, int 
     }
     w->message_seconds += now() - started;
     w->messages_in++;
+    c->messages_in++;
     Py_DECREF(message);
     return c->state == OPEN || c->state == CLOSING;
 }
@@ -831,6 +873,10 @@ static int conn_closed_by_peer(Conn *c, const unsigned char *payload, size_t siz
         PyObject *result = PyObject_CallMethod(c->session, "mark_closing", NULL);
         if (result == NULL) report(c->session);
         Py_XDECREF(result);
+    }
+    if (!c->close_code) {
+        c->close_code = (unsigned short)(size >= 2 ? code : 1005);  /* 1005: no code given */
+        c->closer = BY_CLIENT;
     }
     if (c->state == OPEN) send_close(c, code, "", 0);
     conn_shut(c);
@@ -860,6 +906,7 @@ static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload
     int opcode = first & 0x0F, final = first & 0x80, compressed = 0;
     c->alive = 1;
     w->bytes_in += size;
+    c->bytes_in += size;
     if (first & 0x70) {
         /* RSV1 marks a compressed message, on its first frame only. */
         if ((first & 0x70) != 0x40 || !c->deflate || (opcode != 0x1 && opcode != 0x2))
@@ -1045,6 +1092,7 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
         size_t head = (size_t)(end - c->in.data);
         conn_head(c, c->in.data, head, 1);
         int body = c->state == HANDSHAKE && c->on_body != NULL;
+        if (c->state == HELD) buffer_free(&c->in);  /* a client sends nothing more before the 101 */
         if (c->state != OPEN && !body) return;
         c->in.len -= head + 4;
         memmove(c->in.data, end + 4, c->in.len);
@@ -1199,6 +1247,8 @@ static void wire_accept(Wire *w) {
         c->alive = 1;
         c->pinged = c->in_parts = c->parts_text = c->linger = c->deflate = c->parts_deflated = c->tls_started = 0;
         c->events = EPOLLIN;
+        c->closer = NO_CLOSER;
+        c->close_code = 0;
         c->session = c->timer = c->handle = c->on_body = NULL;
         c->body_size = 0;
         c->entry = NULL;
@@ -1240,20 +1290,45 @@ static void wire_accept(Wire *w) {
 
 /* -- Conn: the core's session.Connection ----------------------------------------------------- */
 
+/* How many whole frames `data` holds (what `Conn.write` is given is frames, as the outbox joined
+ * them): the session's messages out, counted by their headers. */
+static uint32_t frames_in(const unsigned char *data, size_t size) {
+    uint32_t count = 0;
+    size_t at = 0;
+    while (size - at >= 2) {
+        uint64_t length = data[at + 1] & 0x7F;
+        size_t header = 2;
+        if (length == 126 && size - at >= 4) {
+            length = ((uint64_t)data[at + 2] << 8) | data[at + 3];
+            header = 4;
+        } else if (length == 127 && size - at >= 10) {
+            length = 0;
+            for (int k = 2; k < 10; k++) length = (length << 8) | data[at + k];
+            header = 10;
+        }
+        count++;
+        if (length > size - at - header) break;
+        at += header + (size_t)length;
+    }
+    return count;
+}
+
 static PyObject *Conn_write(Conn *c, PyObject *data) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (c->state == OPEN || c->state == CLOSING) c->messages_out += frames_in(view.buf, (size_t)view.len);
 #ifdef DIESEL_DEFLATE
     if (c->deflate && PyBytes_CheckExact(data) && (c->state == OPEN || c->state == CLOSING)) {
         PyObject *deflated = deflate_cached(c->wire, c->deflate, data);
         if (deflated != NULL) {
             conn_send(c, (const unsigned char *)PyBytes_AS_STRING(deflated), (size_t)PyBytes_GET_SIZE(deflated));
             Py_DECREF(deflated);
+            PyBuffer_Release(&view);
             return PyLong_FromSize_t(c->state == GONE ? 0 : c->out.len - c->out_at);
         }
         PyErr_Clear();  /* out of memory: the frames as they are, which are valid too */
     }
 #endif
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     conn_send(c, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return PyLong_FromSize_t(c->state == GONE ? 0 : c->out.len - c->out_at);
@@ -1316,25 +1391,52 @@ static PyObject *Conn_accept(Conn *c, PyObject *args) {
     Py_buffer response;
     PyObject *session;
     if (!PyArg_ParseTuple(args, "y*O", &response, &session)) return NULL;
-    if (c->state == HANDSHAKE) {
+    int answerable = c->state == HANDSHAKE || c->state == HELD, held = c->state == HELD;
+    if (answerable) {
         /* Open before the 101 goes out: if the send fails, the session hears of it. */
         handshaking_remove(c);
         c->state = OPEN;
         /* Compression as negotiated for the head, if the answer given still says so. */
         if (c->deflate && memmem(response.buf, (size_t)response.len, DEFLATE_ANSWER, sizeof DEFLATE_ANSWER - 1) == NULL)
             c->deflate = 0;
+        c->bytes_in = c->bytes_out = 0;
+        c->messages_in = c->messages_out = 0;
+        c->full_at = 0;
+        c->opened = now();
         Py_XSETREF(c->session, Py_NewRef(session));
         conn_send(c, response.buf, (size_t)response.len);
+        if (held && c->state == OPEN) {
+            c->reading = 1;
+            watch(c);
+        }
     }
     PyBuffer_Release(&response);
-    Py_RETURN_NONE;
+    return PyBool_FromLong(answerable);
+}
+
+static PyObject *Conn_hold(Conn *c, PyObject *unused) {
+    if (c->state != HANDSHAKE) return PyFloat_FromDouble(0.0);
+    double left = c->deadline - now();
+    handshaking_remove(c);
+    c->state = HELD;
+    c->reading = 0;
+    watch(c);
+    return PyFloat_FromDouble(left > 0 ? left : 0.0);
+}
+
+static PyObject *Conn_summary(Conn *c, PyObject *unused) {
+    static const char *const closers[] = {NULL, "server", "client"};
+    if (c->state < OPEN) return Py_BuildValue("(iiiidiz)", 0, 0, 0, 0, 0.0, 0, NULL);
+    double seconds = c->state == GONE ? c->opened : now() - c->opened;
+    return Py_BuildValue("(kKkKdiz)", (unsigned long)c->messages_in, c->bytes_in, (unsigned long)c->messages_out,
+                         c->bytes_out, seconds, (int)c->close_code, closers[c->closer]);
 }
 
 static PyObject *Conn_respond(Conn *c, PyObject *args) {
     Py_buffer view;
     int linger = 0;
     if (!PyArg_ParseTuple(args, "y*|p", &view, &linger)) return NULL;
-    if (c->state == HANDSHAKE) {
+    if (c->state == HANDSHAKE || c->state == HELD) {
         c->linger = (unsigned char)linger;
         conn_send(c, view.buf, (size_t)view.len);
         conn_shut(c);
@@ -1396,7 +1498,16 @@ static PyMethodDef Conn_methods[] = {
     {"abort", (PyCFunction)Conn_abort, METH_NOARGS, "Close the socket now."},
     {"keepalive", (PyCFunction)Conn_keepalive, METH_NOARGS,
      "Once per ping interval: ping a silent client, drop one that did not answer the last ping."},
-    {"accept", (PyCFunction)Conn_accept, METH_VARARGS, "accept(response, session): send the 101; frames go to session."},
+    {"accept", (PyCFunction)Conn_accept, METH_VARARGS,
+     "accept(response, session) -> bool: send the 101; frames go to session. False if the connection was "
+     "gone (or answered) already."},
+    {"hold", (PyCFunction)Conn_hold, METH_NOARGS,
+     "hold() -> seconds: the head's answer comes later (accept or respond); the wire stops reading and no "
+     "longer times the handshake: the holder must answer within the seconds returned, what is left of it."},
+    {"summary", (PyCFunction)Conn_summary, METH_NOARGS,
+     "summary() -> (messages_in, bytes_in, messages_out, bytes_out, seconds, close_code, closed_by) of the "
+     "session since its 101: payload bytes in, bytes written out, seconds open (until the socket closed), "
+     "the first close frame's code (0: none) and who sent it (\"server\", \"client\" or None)."},
     {"respond", (PyCFunction)Conn_respond, METH_VARARGS,
      "respond(response, linger=False): answer a plain HTTP request, then close; with linger, once the client "
      "closed too (or after close_timeout), dropping what it still sends (an unread body)."},
@@ -1524,15 +1635,16 @@ static PyObject *Wire_load_tls(Wire *w, PyObject *args) {
 static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"listener", "on_head", "on_message", "on_finish", "on_lost", "on_failed", "outbox",
                             "loop", "log", "max_message_size", "max_head_size", "handshake_timeout",
-                            "close_timeout", "compression", NULL};
+                            "close_timeout", "compression", "message_rate", "message_burst", NULL};
     int listener;
     PyObject *on_head, *on_message, *on_finish, *on_lost, *on_failed, *outbox, *loop, *log;
     Py_ssize_t max_message, max_head;
-    double handshake_timeout, close_timeout;
+    double handshake_timeout, close_timeout, message_rate = 0, message_burst = 0;
     int compression = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd|p", names, &listener, &on_head, &on_message,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd|pdd", names, &listener, &on_head, &on_message,
                                      &on_finish, &on_lost, &on_failed, &outbox, &loop, &log, &max_message,
-                                     &max_head, &handshake_timeout, &close_timeout, &compression))
+                                     &max_head, &handshake_timeout, &close_timeout, &compression, &message_rate,
+                                     &message_burst))
         return NULL;
     Wire *w = (Wire *)type->tp_alloc(type, 0);
     if (w == NULL) return NULL;
@@ -1563,6 +1675,11 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
 #ifdef DIESEL_DEFLATE
     w->compression = compression;
 #endif
+    if (message_rate > 0) {
+        w->message_interval = 1.0 / message_rate;
+        /* a burst of N: N messages at once fit; the slack absorbs rounding in the sum */
+        w->message_tolerance = (message_burst > 0 ? message_burst : message_rate) * w->message_interval * (1 + 1e-9);
+    }
     /* Accepted sockets inherit TCP_NODELAY from the listening one on Linux: one system call per
      * server instead of one per connection. TCP_DEFER_ACCEPT: a connection is handed over once its
      * client has sent something (a WebSocket client always speaks first), as Bun's listener does. */
@@ -1644,8 +1761,9 @@ static PyTypeObject WireType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dieselengine._wire.Wire",
     .tp_doc = "Wire(listener, on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log, "
-              "max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False): the "
-              "server's sockets; with compression, permessage-deflate is negotiated when a client offers it.",
+              "max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False, message_rate=0, "
+              "message_burst=0): the server's sockets; with compression, permessage-deflate is negotiated when a "
+              "client offers it; with a message rate, a session past it is closed with 1008.",
     .tp_basicsize = sizeof(Wire),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = Wire_new,

@@ -44,9 +44,11 @@ READ_SIZE = 65536
 ACCEPT_BATCH = 128
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-# HANDSHAKE: reading the request head. OPEN. CLOSING: the server sent its close frame and waits for
-# the client's. SHUT: reading stopped; the socket closes once queued bytes are written. GONE.
-HANDSHAKE, OPEN, CLOSING, SHUT, GONE = range(5)
+# HANDSHAKE: reading the request head. HELD: the head is read and its answer comes later (`hold`);
+# not reading. OPEN. CLOSING: the server sent its close frame and waits for the client's. SHUT:
+# reading stopped; the socket closes once queued bytes are written. GONE.
+HANDSHAKE, HELD, OPEN, CLOSING, SHUT, GONE = range(6)
+_CLOSERS = (None, "server", "client")
 
 _PING = b"\x89\x00"
 _NOT_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\n"
@@ -90,7 +92,9 @@ class Conn:
     __slots__ = ("_wire", "_sock", "_fd", "_peer", "state", "_reading", "_alive", "_pinged", "session",
                  "_entry", "_handle", "_timer", "_in", "_parts", "_parts_size", "_parts_text", "_out",
                  "_on_body", "_body_size", "_linger",
-                 "_deflate", "_parts_deflated", "_tls")
+                 "_deflate", "_parts_deflated", "_tls",
+                 "_messages_in", "_bytes_in", "_messages_out", "_bytes_out", "_opened", "_close_code", "_closer",
+                 "_full_at")
 
     def __init__(self, wire: Wire, sock: socket.socket, peer: str) -> None:
         self._wire = wire
@@ -123,11 +127,20 @@ class Conn:
         self._deflate = 0
         self._parts_deflated = False
         self._tls = _TLS(wire.tls) if wire.tls is not None else None
+        #: The session's traffic since the 101, when it opened (once GONE: the seconds it was
+        #: open), the first close frame's code and who sent it (1 server, 2 client): `summary`.
+        self._messages_in = self._bytes_in = self._messages_out = self._bytes_out = 0
+        self._opened = 0.0
+        self._close_code = self._closer = 0
+        #: --message-rate: when this connection's bucket is full again (GCRA).
+        self._full_at = 0.0
 
     # -- the core's session.Connection -----------------------------------------------------------
 
     def write(self, data: bytes) -> int:
         """Send now what the socket takes, queue the rest; returns the bytes still queued."""
+        if self.state == OPEN or self.state == CLOSING:
+            self._messages_out += _frames_in(data)
         if self._deflate and type(data) is bytes and self.state < SHUT:
             data = self._wire.deflater.cached(data, self._deflate)
         self._send(data)
@@ -137,6 +150,7 @@ class Conn:
         """Send a close frame; abort if the client has not closed within close_timeout."""
         if self.state == OPEN:
             self.state = CLOSING
+            self._closing(code, 1)
             self._send(close_frame(code, reason))
             self._arm_close_timer()
 
@@ -164,21 +178,46 @@ class Conn:
             self._pinged = True
             self._send(_PING)
 
-    def accept(self, response: bytes, session: Any) -> None:
-        """Send the 101; frames go to session from now on."""
-        if self.state == HANDSHAKE:
-            # Open before the 101 goes out: if the send fails, the session hears of it.
-            self._wire.handshaking.pop(self, None)
-            self.state = OPEN
-            self.session = session
-            if self._wire.compression:
-                self._deflate = window_of(response)
-            self._send(response)
+    def accept(self, response: bytes, session: Any) -> bool:
+        """Send the 101; frames go to session from now on. False if the connection was gone (or
+        answered) already."""
+        if self.state != HANDSHAKE and self.state != HELD:
+            return False
+        held = self.state == HELD
+        # Open before the 101 goes out: if the send fails, the session hears of it.
+        self._wire.handshaking.pop(self, None)
+        self.state = OPEN
+        self._opened = monotonic()
+        self.session = session
+        if self._wire.compression:
+            self._deflate = window_of(response)
+        self._send(response)
+        if held and self.state == OPEN:
+            self._watch_reading(True)
+        return True
+
+    def hold(self) -> float:
+        """The head's answer comes later: stop reading and timing the handshake; returns the
+        seconds left until its deadline, within which the holder must accept or respond."""
+        if self.state != HANDSHAKE:
+            return 0.0
+        deadline = self._wire.handshaking.pop(self, monotonic())
+        self.state = HELD
+        self._watch_reading(False)
+        return max(0.0, deadline - monotonic())
+
+    def summary(self) -> tuple[int, int, int, int, float, int, str | None]:
+        """(messages_in, bytes_in, messages_out, bytes_out, seconds, close_code, closed_by) since the 101."""
+        if self.state < OPEN:
+            return 0, 0, 0, 0, 0.0, 0, None
+        seconds = self._opened if self.state == GONE else monotonic() - self._opened
+        return (self._messages_in, self._bytes_in, self._messages_out, self._bytes_out, seconds,
+                self._close_code, _CLOSERS[self._closer])
 
     def respond(self, response: bytes, linger: bool = False) -> None:
         """Answer a plain HTTP request, then close; with linger, once the client closed too (or
         after close_timeout), dropping what it still sends (an unread body)."""
-        if self.state == HANDSHAKE:
+        if self.state == HANDSHAKE or self.state == HELD:
             self._linger = linger
             self._send(response)
             self._shut()
@@ -216,6 +255,8 @@ class Conn:
         if self.state == GONE:
             return
         wire = self._wire
+        if self.session is not None:  # it had its 101: freeze its duration
+            self._opened = monotonic() - self._opened
         self.state = GONE
         wire.handshaking.pop(self, None)
         self._watch_reading(False)
@@ -245,10 +286,18 @@ class Conn:
 
     # -- writing ----------------------------------------------------------------------------------
 
+    def _closing(self, code: int, closer: int) -> None:
+        """The first close frame, for the access log."""
+        if not self._close_code:
+            self._close_code = code
+            self._closer = closer
+
     def _send(self, data: bytes) -> None:
         if self.state >= SHUT:
             return
         self._wire.bytes_out += len(data)
+        if self.state >= OPEN:
+            self._bytes_out += len(data)
         if self._tls is not None:
             try:
                 self._tls.ssl.write(data)
@@ -404,6 +453,8 @@ class Conn:
             self._head(bytes(buffer[:end]))
             body = self.state == HANDSHAKE and self._on_body is not None
             if self.state != OPEN and not body:
+                if self.state == HELD:
+                    self._in = None  # a client sends nothing more before the 101
                 return
             del buffer[:end + 4]
             if body:
@@ -475,6 +526,7 @@ class Conn:
         self._alive = True
         wire.bytes_in += len(payload)
         compressed = False
+        self._bytes_in += len(payload)
         if first & 0x70:
             # RSV1 marks a compressed message, on its first frame only.
             if first & 0x70 != 0x40 or not self._deflate or (opcode != 0x1 and opcode != 0x2):
@@ -527,6 +579,13 @@ class Conn:
         session = self.session
         if self.state != OPEN or session is None:
             return True  # the server is closing: dropped
+        wire = self._wire
+        if wire.message_interval:  # --message-rate, as a GCRA
+            now = monotonic()
+            full = max(self._full_at, now) + wire.message_interval
+            if full - now > wire.message_tolerance:
+                return self._fail(1008, "message rate exceeded")
+            self._full_at = full
         message: str | bytes = payload
         if text:
             try:
@@ -544,6 +603,7 @@ class Conn:
                 wire.log.exception("wire: on_message failed")
         wire.message_seconds += perf_counter() - started
         wire.messages_in += 1
+        self._messages_in += 1
         return self.state == OPEN or self.state == CLOSING
 
     def _direct_ok(self) -> bool:
@@ -572,6 +632,7 @@ class Conn:
                 return
             if type(result) is int and result == entry.echo:
                 wire.direct_frames += 1
+                self._messages_out += 1
                 encoded = frame(message)
                 self._send(wire.deflater.frames(encoded, self._deflate) if self._deflate else encoded)
                 return
@@ -592,6 +653,7 @@ class Conn:
             return self._fail(1002, "a close payload of one byte")
         if self.session is not None:
             self._wire.call(self.session.mark_closing)
+        self._closing(code if len(payload) >= 2 else 1005, 2)  # 1005: no code given
         if self.state == OPEN:
             self._send(close_frame(code, ""))
         self._shut()
@@ -603,6 +665,7 @@ class Conn:
         wire = self._wire
         wire.call(wire.on_failed, self.session, code, reason)
         if self.state == OPEN:
+            self._closing(code, 1)
             self._send(close_frame(code, reason))
         self._shut()
         return False
@@ -648,6 +711,22 @@ class Conn:
                 self._gone(True)
 
 
+def _frames_in(data: bytes) -> int:
+    """How many whole frames `data` holds (`Conn.write` is given frames): the messages out."""
+    count = at = 0
+    size = len(data)
+    while size - at >= 2:
+        length = data[at + 1] & 0x7F
+        header = 2
+        if length == 126 and size - at >= 4:
+            length, header = int.from_bytes(data[at + 2:at + 4], "big"), 4
+        elif length == 127 and size - at >= 10:
+            length, header = int.from_bytes(data[at + 2:at + 10], "big"), 10
+        count += 1
+        at += header + length
+    return count
+
+
 class Wire:
     """The listening socket and every connection, on the running asyncio loop."""
 
@@ -656,7 +735,8 @@ class Wire:
                  on_finish: Callable[[Any, str, object, bool], None], on_lost: Callable[[Any], None],
                  on_failed: Callable[[Any, int, str], None], outbox: Any, loop: asyncio.AbstractEventLoop,
                  log: logging.Logger, max_message_size: int, max_head_size: int, handshake_timeout: float,
-                 close_timeout: float, compression: bool = False) -> None:
+                 close_timeout: float, compression: bool = False, message_rate: float = 0.0,
+                 message_burst: float = 0.0) -> None:
         self.on_head = on_head
         self.on_message = on_message
         self.on_finish = on_finish
@@ -673,6 +753,10 @@ class Wire:
         self.deflater = Deflater(max_message_size)
         #: TLS for new connections (None: plain); `load_tls` swaps it.
         self.tls: ssl.SSLContext | None = None
+        #: --message-rate as a GCRA: seconds per message, and how far ahead of now a connection's
+        #: bucket may be (the burst; the slack absorbs rounding); 0: no limit.
+        self.message_interval = 1.0 / message_rate if message_rate > 0 else 0.0
+        self.message_tolerance = (message_burst or message_rate) * self.message_interval * (1 + 1e-9)
         self.bytes_in = 0
         self.bytes_out = 0
         self.messages_in = 0

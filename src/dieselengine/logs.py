@@ -1,0 +1,132 @@
+"""The server's log lines: text or one JSON object per line (--log-format), and the access log.
+
+The access log writes a line per session open and end and per refused upgrade. At tens of
+thousands of handshakes a second a `logging` record per line (about 10 us: a LogRecord, a
+formatter, a locked write and flush each) would cost more than the handshake itself, so its lines
+are formatted directly, with the timestamp's text cached per second, and written in one batch per
+event-loop tick (bench/RESULTS.md has what it costs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .session import Session
+
+ACCESS_LOGGER = "dieselengine.access"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def iso_time(created: float) -> str:
+    """UTC with milliseconds: 2026-12-02T23:59:59.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (a stack trace inside it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        entry = {"time": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
+                 "message": message}
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One record per line on stderr, written at once (in text, a stack trace follows its line)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+class AccessLog:
+    """Lines for session opens and ends and refused upgrades, batched per event-loop tick."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, json_lines: bool, stream: TextIO | None = None) -> None:
+        self._loop = loop
+        self._json = json_lines
+        self._stream = stream or sys.stderr
+        self._lines: list[str] = []
+        self._second = -1
+        self._prefix = ""
+        #: Each route's path as it appears in a line (quoted once for JSON).
+        self._routes: dict[str, str] = {}
+
+    def _stamp(self) -> str:
+        """The line's time as `logging` writes it in text (local, comma before milliseconds), or
+        ISO 8601 UTC in JSON; the part up to the second is formatted once per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = (time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)) if self._json
+                            else time.strftime("%Y-%m-%d %H:%M:%S,", time.localtime(second)))
+        millis = f"{int((now - second) * 1000):03d}"
+        return f"{self._prefix}{millis}Z" if self._json else f"{self._prefix}{millis}"
+
+    def _route(self, path: str) -> str:
+        shown = self._routes.get(path)
+        if shown is None:
+            shown = self._routes[path] = json.dumps(path) if self._json else path
+        return shown
+
+    def _add(self, line: str) -> None:
+        if not self._lines:
+            self._loop.call_soon(self.flush)
+        self._lines.append(line)
+
+    def opened(self, session: Session) -> None:
+        route = self._route(session.route.path)
+        remote = session.request.remote_addr
+        if self._json:
+            self._add(f'{{"time": "{self._stamp()}", "level": "info", "logger": "{ACCESS_LOGGER}", "event": "open", '
+                      f'"session": "{session.id}", "route": {route}, "remote": "{remote}"}}\n')
+        else:
+            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: open session={session.id} route={route} "
+                      f"remote={remote}\n")
+
+    def ended(self, session: Session) -> None:
+        """After the session's on_close: its close code (1006 when no close frame was exchanged),
+        who closed, how long it was open, and its traffic."""
+        messages_in, bytes_in, messages_out, bytes_out, seconds, code, closer = session.conn.summary()
+        route = self._route(session.route.path)
+        remote = session.request.remote_addr
+        code = code or 1006
+        if self._json:
+            by = f'"{closer}"' if closer else "null"
+            self._add(f'{{"time": "{self._stamp()}", "level": "info", "logger": "{ACCESS_LOGGER}", "event": "close", '
+                      f'"session": "{session.id}", "route": {route}, "remote": "{remote}", "code": {code}, '
+                      f'"closed_by": {by}, "seconds": {seconds:.3f}, "messages_in": {messages_in}, '
+                      f'"bytes_in": {bytes_in}, "messages_out": {messages_out}, "bytes_out": {bytes_out}}}\n')
+        else:
+            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: close session={session.id} route={route} "
+                      f"remote={remote} code={code} closed_by={closer or 'nobody'} seconds={seconds:.3f} "
+                      f"messages_in={messages_in} bytes_in={bytes_in} messages_out={messages_out} "
+                      f"bytes_out={bytes_out}\n")
+
+    def refused(self, path: str, remote: str, status: int, reason: str) -> None:
+        if self._json:
+            entry: dict[str, Any] = {"time": self._stamp(), "level": "info", "logger": ACCESS_LOGGER,
+                                     "event": "refuse", "route": path, "remote": remote, "status": status,
+                                     "reason": reason}
+            self._add(json.dumps(entry, ensure_ascii=False) + "\n")
+        else:
+            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: refuse route={path} remote={remote} status={status} "
+                      f"reason={json.dumps(reason, ensure_ascii=False)}\n")
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            try:
+                self._stream.write("".join(lines))
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or full: the server goes on without its access log
