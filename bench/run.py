@@ -7,7 +7,8 @@ the server, was the limit. Every scenario gets a fresh server process so RSS fig
 
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
                         [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,
-                                   diesel-js-asyncio,diesel-py-asyncio,uvloop-floor,c-floor,c-floor-py,c-floor-js]
+                                   diesel-js-asyncio,diesel-py-asyncio,uvloop-floor,c-floor,c-floor-py,c-floor-js;
+                                   not in the default list: diesel-js-nolog, diesel-js-jwt]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
@@ -75,12 +76,26 @@ class ServerDef:
     node_path: Path = PEERS / "node_modules"
     #: Scenarios it takes part in (None: all): the reference servers have no rooms.
     scenarios: frozenset[str] | None = None
+    #: The query every generator client sends (a token for the JWT variant).
+    query: str = ""
 
     def route(self, name: str) -> tuple[str, str]:
         """(path, query) of route "chat" or "echo" for the generator."""
         if self.proto == "sio":
             return "/socket.io/", SIO_QUERY + name
-        return f"/ws/{name}", ""
+        return f"/ws/{name}", self.query
+
+
+JWT_SECRET = "bench-secret-" + "0123456789abcdef" * 2
+
+
+def _bench_token() -> str:
+    """An HS256 token for the JWT variant, valid for a day (PyJWT: a dependency of dieselengine)."""
+    try:
+        import jwt
+    except ImportError:
+        return ""
+    return jwt.encode({"sub": "bench", "exp": int(time.time()) + 86400}, JWT_SECRET, algorithm="HS256")
 
 
 def bun_bin() -> str:
@@ -133,6 +148,16 @@ SERVER_DEFS: dict[str, ServerDef] = {
                                          "--host", "127.0.0.1", "--port", str(p)],
         health="http", needs=need_diesel)
        for lang in ("js", "py") for suffix, wire in (("", "c"), ("-asyncio", "asyncio"))},
+    # diesel-js on the C wire without its access log (what the log costs), and verifying a JWT per
+    # handshake (HS256, PyJWT): not peers, variants of diesel-js (issue 14).
+    "diesel-js-nolog": ServerDef(
+        "diesel-js-nolog", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
+                                      "--host", "127.0.0.1", "--port", str(p), "--no-access-log"],
+        health="http", needs=need_diesel),
+    "diesel-js-jwt": ServerDef(
+        "diesel-js-jwt", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
+                                    "--host", "127.0.0.1", "--port", str(p), "--jwt-secret", JWT_SECRET],
+        health="http", needs=need_diesel, query=f"token={_bench_token()}"),
     # Not a peer: the ceiling for any Python server on uvloop (servers/uvloop_floor.py).
     "uvloop-floor": ServerDef("uvloop-floor",
                               lambda p: [sys.executable, str(SERVERS_DIR / "uvloop_floor.py"), str(p)],
@@ -825,7 +850,7 @@ def main() -> int:
     contention: list[str] = []
     for i, name in enumerate(servers):
         sdef = SERVER_DEFS[name]
-        sdef.port = BASE_PORT + ALL_SERVERS.index(name)
+        sdef.port = BASE_PORT + list(SERVER_DEFS).index(name)
         results[name] = {}
         try:
             sdef.needs()

@@ -339,3 +339,93 @@ def test_server_closes_are_logged_as_the_servers(serve, tmp_path):
                 await ws.recv()
     run(main())
     server.wait_log(r"close session=\w+ route=/ws/bye remote=127\.0\.0\.1 code=4000 closed_by=server ")
+
+
+# -- the JavaScript upgrade hook -----------------------------------------------------------------
+
+HOOKED_JS = '''
+const users = new Map([["alice-token", {name: "alice", greet() { return "hi " + this.name; }}]]);
+
+async function lookUp(token) {
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  if (token === "boom") throw new Error("lookup failed");
+  return users.get(token);
+}
+
+export async function onUpgrade(request) {
+  const token = request.getParameter("token");
+  if (token === "slow") await new Promise(() => {});
+  if (token === "bad-status") return request.reject(200, "fine?");
+  const user = await lookUp(token);
+  if (!user) return request.reject(401, "invalid token");
+  request.setAttribute("user", user);
+  request.setAttribute("from", request.getRemoteAddr() + " " + request.getRequestPath() + " " +
+                               request.getHeader("X-Agent"));
+  if (request.getProtocols().includes("chat.v2")) request.acceptProtocol("chat.v2");
+}
+
+export function onOpen(session) {
+  // the very value: a method survives, which JSON would not carry
+  session.send(session.getAttribute("user").greet());
+  session.send(session.getAttribute("from"));
+}
+
+export function onClose(session) {
+  console.log("closed", session.id);
+}
+'''
+
+SYNC_JS = '''
+export function onUpgrade(request) {
+  request.setAttribute("protocols", request.getProtocols());
+  if (request.getParameter("wrong")) request.acceptProtocol("not-offered");
+}
+
+export function onOpen(session) {
+  session.send(session.getAttribute("protocols").join(","));
+}
+'''
+
+
+@pytest.fixture
+def hooked_js(serve, tmp_path):
+    write_scripts(tmp_path / "app", {"hooked.js": HOOKED_JS, "sync.js": SYNC_JS})
+    return serve(tmp_path / "app", "--handshake-timeout", "1.5")
+
+
+def test_js_hook_accepts_with_the_very_attribute_values_and_a_subprotocol(hooked_js):
+    async def main():
+        async with websockets.connect(hooked_js.url("/ws/hooked?token=alice-token"), subprotocols=["chat.v1", "chat.v2"],
+                                      additional_headers={"X-Agent": "test"}) as ws:
+            assert ws.subprotocol == "chat.v2"
+            assert await ws.recv() == "hi alice"
+            assert await ws.recv() == "127.0.0.1 /ws/hooked test"
+        async with websockets.connect(hooked_js.url("/ws/hooked?token=alice-token"), subprotocols=["chat.v1"]) as ws:
+            assert ws.subprotocol is None
+            assert await ws.recv() == "hi alice"
+        async with websockets.connect(hooked_js.url("/ws/sync"), subprotocols=["b", "a"]) as ws:
+            assert ws.subprotocol is None
+            assert await ws.recv() == "b,a"
+    run(main())
+
+
+def test_js_hook_rejects_throws_and_times_out(hooked_js):
+    async def main():
+        assert await refused(hooked_js.url("/ws/hooked?token=mallory")) == (401, "invalid token\n")
+        assert await refused(hooked_js.url("/ws/hooked?token=boom")) == (500, "upgrade handler error\n")
+        assert await refused(hooked_js.url("/ws/hooked?token=bad-status")) == (500, "upgrade handler error\n")
+        assert (await refused(hooked_js.url("/ws/sync?wrong=1"), subprotocols=["a"]))[0] == 500
+        assert await refused(hooked_js.url("/ws/hooked?token=slow")) == (503, "upgrade timed out\n")
+        async with websockets.connect(hooked_js.url("/ws/hooked?token=alice-token")) as ws:
+            assert await ws.recv() == "hi alice"
+    run(main())
+    log = hooked_js.wait_log(r"hooked\.js: the upgrade hook did not settle within the handshake timeout").string
+    assert re.search(r"hooked\.js: uncaught error in the upgrade handler.*\n.*Error: lookup failed\n"
+                     r"(.*\n)*?.*at lookUp \(.*hooked\.js:5:\d+\)", log), log
+    assert "RangeError: reject(status, reason): status must be an HTTP error, 400-599, not 200" in log
+    assert 'TypeError: acceptProtocol("not-offered"): the client offered ["a"]' in log
+    log = hooked_js.wait_log(r"closed [0-9a-f]{16}\n").string
+    assert log.count("closed ") == 1  # onClose ran for the one session, never for a refused upgrade
+    metrics = hooked_js.http("/metrics")[1]
+    assert 'diesel_upgrades_refused_total{reason="hook_error"} 3.0' in metrics
+    assert 'diesel_upgrades_refused_total{reason="rejected"} 1.0' in metrics

@@ -134,3 +134,26 @@ def test_jwt_options_checked_at_start(serve, app, tmp_path):
         assert server.proc.wait(20) == 1
         assert expected in server.log()
         assert "Traceback" not in server.log()
+
+
+def test_claims_in_javascript_with_and_without_onupgrade(serve, tmp_path):
+    app = write_scripts(tmp_path / "app", {"whojs.js": WHO_JS, "hookjs.js": '''
+export function onUpgrade(request) {
+  const claims = request.getAttribute("claims");
+  if (!claims.roles.includes("chat")) return request.reject(403, "not a chatter");
+  request.setAttribute("upper", claims.sub.toUpperCase());
+}
+export function onOpen(session) {
+  session.send(session.getAttribute("upper") + " " + session.getAttribute("claims").sub);
+}
+'''})
+    server = serve(app, "--jwt-secret", SECRET)
+
+    async def main():
+        async with websockets.connect(server.url("/ws/whojs?token=" + token(SECRET, roles=["a"]))) as ws:
+            assert json.loads(await ws.recv()) == {"sub": "alice", "type": "object", "roles": ["a"]}
+        async with websockets.connect(server.url("/ws/hookjs?token=" + token(SECRET, roles=["chat"]))) as ws:
+            assert await ws.recv() == "ALICE alice"
+        assert await status_of(server.url("/ws/hookjs?token=" + token(SECRET, roles=["x"]))) == (403, "not a chatter\n")
+        assert await status_of(server.url("/ws/hookjs")) == (401, "missing token\n")
+    run(main())

@@ -1,6 +1,6 @@
 // TypeScript declarations for dieselengine JavaScript handler scripts.
 //
-// A handler script is an ES module exporting any of onOpen, onMessage and onClose:
+// A handler script is an ES module exporting any of onUpgrade, onOpen, onMessage and onClose:
 //
 //   /// <reference path="dieselengine.d.ts" />
 //   import type { WebSocketSession } from "dieselengine";
@@ -82,6 +82,33 @@ interface WebSocketSession {
   room(roomName: string): WebSocketRoom;
 }
 
+/** The upgrade request an `onUpgrade` hook decides on, before the 101 and before any session exists. */
+interface WebSocketUpgradeRequest {
+  /** First value of a query parameter of the handshake URI, form-decoded; null when absent. */
+  getParameter(name: string): string | null;
+  /** A header of the handshake request (case-insensitive); null when absent. */
+  getHeader(name: string): string | null;
+  /** The URI path, without the query string, e.g. "/ws/chat". */
+  getRequestPath(): string;
+  /** The client's IP address (no port; with `--trusted-proxy`, from X-Forwarded-For). */
+  getRemoteAddr(): string;
+  /** The subprotocols the client offered (`Sec-WebSocket-Protocol`), in its order. */
+  getProtocols(): string[];
+  /** Becomes a session attribute, the very value, seen by `session.getAttribute` from onOpen on. */
+  setAttribute(key: string, value: unknown): void;
+  /** An attribute set so far: the server's `claims` (with `--jwt-secret`/`--jwt-key`) or one set here. */
+  getAttribute<T = any>(key: string): T | null;
+  /** Answer with this subprotocol; a TypeError unless the client offered it. Without a call, the 101 names none. */
+  acceptProtocol(protocol: string): void;
+  /** Refuse: an HTTP response with this status (400-599, else a RangeError) and `reason` as a text/plain
+   * body. No session is made: neither onOpen nor onClose runs. */
+  reject(status: number, reason?: string): void;
+}
+
+/** `export async function onUpgrade(request)`: decide on a connection before the 101. Not rejected, the
+ * upgrade proceeds; a throw answers 500 (logged with file:line:column); not settled within
+ * `--handshake-timeout`, 503. */
+type OnUpgrade = (request: WebSocketUpgradeRequest) => void | Promise<void>;
 /** `export function onOpen(session)`: a client connected. An uncaught error closes the session with 1011. */
 type OnOpen = (session: WebSocketSession) => void | Promise<void>;
 /** `export function onMessage(session, message)`: a text frame arrives as a string, a binary frame as a Uint8Array. */
@@ -95,6 +122,8 @@ type _ServerRoom = ServerRoom;
 type _Server = Server;
 type _WebSocketPayload = WebSocketPayload;
 type _OnOpen = OnOpen;
+type _WebSocketUpgradeRequest = WebSocketUpgradeRequest;
+type _OnUpgrade = OnUpgrade;
 type _OnMessage = OnMessage;
 type _OnClose = OnClose;
 
@@ -106,6 +135,8 @@ declare module "dieselengine" {
   export type Server = _Server;
   export type WebSocketPayload = _WebSocketPayload;
   export type OnOpen = _OnOpen;
+  export type WebSocketUpgradeRequest = _WebSocketUpgradeRequest;
+  export type OnUpgrade = _OnUpgrade;
   export type OnMessage = _OnMessage;
   export type OnClose = _OnClose;
 }

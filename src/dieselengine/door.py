@@ -79,10 +79,10 @@ class Door:
             if origin is not None and not self._origins.allows(origin):
                 self._refuse(conn, request, route, 403, "origin not allowed", "origin")
                 return
-        upgrade = UpgradeRequest(request)
+        claims = None
         if self._tokens is not None:
             try:
-                upgrade.set_attribute("claims", self._tokens.verify(request))
+                claims = self._tokens.verify(request)
             except TokenError as exc:
                 self._refuse(conn, request, route, 401, str(exc), "token")
                 return
@@ -90,6 +90,16 @@ class Door:
             self._connections += 1
             self._per_ip[remote] += 1
         script = route.script
+        if claims is None and not script.upgrades:  # the common case: no request object to make
+            session = Session(self._hub, conn, request, route)
+            if conn.accept(answer, session):
+                self._opened(session, None)
+            else:
+                self._release(remote)
+            return
+        upgrade = UpgradeRequest(request)
+        if claims is not None:
+            upgrade.set_attribute("claims", claims)
         if not script.upgrades:
             self._open(conn, upgrade, route, answer)
             return
@@ -167,11 +177,15 @@ class Door:
         session.runtime_state = upgrade.runtime_state
         if not conn.accept(answer, session):  # the client left while the hook ran
             self._release(upgrade.request.remote_addr)
+            route.script.release(session)
             return
+        self._opened(session, upgrade.attributes.get("claims") if self._tokens and upgrade.attributes else None)
+
+    def _opened(self, session: Session, claims: Any) -> None:
+        """The 101 went out: the session's on_open, its access-log line, its token's expiry."""
         self._dispatcher.opened(session)
         if self._access_log is not None:
             self._access_log.opened(session)
-        claims = upgrade.attributes.get("claims") if self._tokens is not None and upgrade.attributes else None
         if isinstance(claims, dict) and isinstance(claims.get("exp"), (int, float)):
             loop = self._hub.loop
             delay = max(0.0, claims["exp"] - time.time())

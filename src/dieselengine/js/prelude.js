@@ -71,7 +71,7 @@ let nextRoomId = 0;
 // handle -> live session; a plain object: quickjs-ng's Map costs 1.3-2.4 us per set with integer
 // keys at 10k entries, a null-prototype object 0.3 us
 const byHandle = Object.create(null);
-const hooks = { onOpen: undefined, onMessage: undefined, onClose: undefined };
+const hooks = { onOpen: undefined, onMessage: undefined, onClose: undefined, onUpgrade: undefined };
 let flags = 0;                   // S_JOBS when promise jobs may have been queued
 let curH = -1;                   // handle of the session whose hook is running
 let curMsg = NONE;               // the text message of the running onMessage (its synchronous part)
@@ -138,6 +138,8 @@ function parseHeaders(blob) {
 // ---- the session and room API (spec/websocket-session.txt) ----------------------------------
 
 let WebSocketRoom, newSession, exportAttrs, openSession, callMessage, callMessageBinary, callClose, markClosed;
+// The attributes an upgrade hook set (a Map), for the session openSession makes next (adoptUpgrade).
+let upgradeAttrs = null;
 
 // The request as the server sends it, "id\0addr\0path", split on first read into
 // [id, addr, path, params, headers]: params is the query (JSON or null) until getParameter parses
@@ -334,6 +336,10 @@ class WebSocketSession {
       if (sync !== null) applySync(sync, count);
       const s = byHandle[h] = new WebSocketSession(
         h, query === null && headers === "" ? req : requestOf(req, query, headers));
+      if (upgradeAttrs !== null) {
+        s.#state().attrs = upgradeAttrs;
+        upgradeAttrs = null;
+      }
       const f = hooks.onOpen;
       if (f === undefined) return undefined;
       curH = h; curMsg = NONE;
@@ -858,6 +864,105 @@ for (const name in globals) {
   Object.defineProperty(globalThis, name, { value: globals[name], writable: true, configurable: true });
 }
 
+// ---- the upgrade hook: onUpgrade(request), before the 101 ----------------------------------
+
+// u -> the request of an upgrade in progress (until its session adopts it, or it is forgotten).
+const upgrades = Object.create(null);
+const arrayIncludes = Array.prototype.includes, arraySlice = Array.prototype.slice;
+
+class WebSocketUpgradeRequest {
+  #req; #protocols; #attrs = null; #protocol = null; #rejection = null;
+
+  constructor(req, protocols) { this.#req = req; this.#protocols = protocols; }
+
+  getParameter(name) {
+    const r = this.#req;
+    if (r[3] === null || typeof r[3] === "string") r[3] = r[3] ? parse(r[3]) : {};
+    name = String(name);
+    return hasOwn(r[3], name) ? r[3][name] : null;
+  }
+
+  getHeader(name) {
+    const r = this.#req;
+    if (typeof r[4] === "string") r[4] = parseHeaders(r[4]);
+    const v = mapGet(r[4], String(name).toLowerCase());
+    return v === undefined ? null : v;
+  }
+
+  getRequestPath() { return this.#req[2]; }
+
+  getRemoteAddr() { return this.#req[1]; }
+
+  // The offered Sec-WebSocket-Protocol values, in the client's order.
+  getProtocols() { return apply(arraySlice, this.#protocols, []); }
+
+  // Becomes a session attribute, the very value (seen in onOpen and later).
+  setAttribute(key, value) { mapSet(this.#attrs ??= new Map(), typeof key === "string" ? key : String(key), value); }
+
+  getAttribute(key) {
+    const v = this.#attrs === null ? undefined : mapGet(this.#attrs, String(key));
+    return v === undefined ? null : v;
+  }
+
+  // (The server checks again that the client offered it.)
+  acceptProtocol(name) {
+    name = String(name);
+    if (!apply(arrayIncludes, this.#protocols, [name])) {
+      throw new TypeError("acceptProtocol(" + stringify(name) + "): the client offered " + stringify(this.#protocols));
+    }
+    this.#protocol = name;
+  }
+
+  // Refuse the upgrade: an HTTP response with this status (400-599) and the reason as its body.
+  reject(status, reason = "") {
+    status = Number(status);
+    if (!Number.isInteger(status) || status < 400 || status > 599) {
+      throw new RangeError("reject(status, reason): status must be an HTTP error, 400-599, not " + status);
+    }
+    this.#rejection = [status, String(reason)];
+  }
+
+  get [Symbol.toStringTag]() { return "WebSocketUpgradeRequest"; }
+
+  // [rejection or null, accepted protocol or null]; the attributes wait for the session.
+  static decision(r) { return stringify([r.#rejection, r.#protocol]); }
+
+  static attributes(r) { return r.#attrs; }
+}
+
+// Run onUpgrade on a new request: "addr\0path" (as requestOf, without an id), the query (JSON or
+// null), the headers, the offered protocols (JSON), and attributes set before it (JSON: the JWT's
+// claims) or null. Returns like any hook (a promise is reported to Python, which waits for it).
+function callUpgrade(u, req, query, headers, protocols, attrs) {
+  const r = new WebSocketUpgradeRequest(requestOf("\0" + req, query, headers), parse(protocols));
+  if (attrs !== null) for (const [k, v] of Object.entries(parse(attrs))) r.setAttribute(k, v);
+  upgrades[u] = r;
+  curH = -1; curMsg = NONE;
+  let result;
+  try {
+    result = hooks.onUpgrade(r);
+  } catch (e) {
+    throw thrown(e);
+  }
+  return finish(result);
+}
+
+function upgradeDecision(u) {
+  const r = upgrades[u];
+  return r === undefined ? null : WebSocketUpgradeRequest.decision(r);
+}
+
+// The next session openSession makes takes the upgrade's attributes (the Map itself), or for a
+// route without onUpgrade those the server set (JSON: the JWT's claims).
+function adoptUpgrade(u, attrs) {
+  const r = upgrades[u];
+  delete upgrades[u];
+  upgradeAttrs = r !== undefined ? WebSocketUpgradeRequest.attributes(r)
+    : attrs !== null ? new Map(Object.entries(parse(attrs))) : null;
+}
+
+function forgetUpgrade(u) { delete upgrades[u]; }
+
 // ---- modules: the engine loads them (modules.py); the entry module hands over the main one's
 // namespace through a global that exists only until the hooks are bound.
 
@@ -869,7 +974,7 @@ function bindHooks() {
   delete globalThis.__diesel_main__;
   const ns = mainNs;
   let mask = 0, bit = 1;
-  for (const name of ["onOpen", "onMessage", "onClose"]) {
+  for (const name of ["onOpen", "onMessage", "onClose", "onUpgrade"]) {
     const f = ns === null ? undefined : ns[name];
     if (f !== undefined && typeof f !== "function") {
       throw new TypeError("the export " + name + " must be a function, not " + (f === null ? "null" : typeof f));
@@ -918,6 +1023,7 @@ function halt(on) {
 const api = {
   openSession, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
   bindHooks, exportNames, post, settled, reset, init, refetch, known, halt,
+  callUpgrade, upgradeDecision, adoptUpgrade, forgetUpgrade,
 };
 return (name) => api[name];
 })()

@@ -41,7 +41,9 @@ from .resolve import ResolveError
 
 if TYPE_CHECKING:
     from ..hub import Hub
+    from ..request import Request
     from ..session import Message, Session
+    from ..upgrade import UpgradeRequest
 
 log = logging.getLogger("dieselengine")
 
@@ -88,14 +90,24 @@ def _fix_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+class _Upgrade:
+    """A session's runtime state until it opens: the number of its upgrade's request in the context."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, upgrade_id: int) -> None:
+        self.id = upgrade_id
+
+
 class JsScript:
     """One JavaScript handler script in its own quickjs-ng context."""
 
     def __init__(self, path: Path, name: str, hub: Hub) -> None:
         self.path = path
         self.name = name
-        #: No onUpgrade yet in JavaScript (the door runs only the Python hook).
+        #: Whether the script exports onUpgrade.
         self.upgrades = False
+        self._next_upgrade = 0
         self.hub = hub
         self._loop = hub.loop
         self._log = logging.getLogger("dieselengine.script." + name)
@@ -229,6 +241,9 @@ class JsScript:
             self._entry.function = self._message
         self._message_binary = api("callMessageBinary") if mask & 2 else None
         self._close = api("callClose")
+        self.upgrades = bool(mask & 8)
+        self._upgrade, self._upgrade_decision, self._adopt_upgrade, self._forget_upgrade = (
+            api(name) for name in ("callUpgrade", "upgradeDecision", "adoptUpgrade", "forgetUpgrade"))
 
     def _load_error(self, text: str) -> str:
         """`file:line:column: SyntaxError: ...` (and the stack, for an error thrown while loading)."""
@@ -293,8 +308,72 @@ class JsScript:
             self._maybe_tick()
         return None
 
+    # -- the upgrade hook ------------------------------------------------------------------------
+
+    def upgrade(self, request: UpgradeRequest) -> Awaitable[object] | None:
+        """onUpgrade on a request object made in the context; what it decided (a rejection, a
+        subprotocol) is read back once it settled, and its attributes stay there for the session,
+        which takes them as they are (the very values)."""
+        mark = request.runtime_state = _Upgrade(self._next_upgrade + 1)
+        self._next_upgrade = mark.id
+        http = request.request
+        text, query, headers = self._request_data(http, f"{http.remote_addr}\0{http.path}")
+        protocols = json.dumps(request.get_protocols())
+        attrs = json.dumps(request.attributes) if request.attributes else None
+        self._entry.entries += 1
+        try:
+            result = self._upgrade(mark.id, text, query, headers, protocols, attrs)
+        except quickjs.JSException as exc:
+            self._forget(mark)
+            raise self._failed(exc, None, None) from None
+        try:
+            pending = self._result(result, None, None)  # type: ignore[arg-type]
+        except BaseException:
+            self._forget(mark)
+            raise
+        if pending is None:
+            self._decided(request, mark)
+            return None
+        return self._upgrade_settled(pending, request, mark)
+
+    async def _upgrade_settled(self, pending: Awaitable[object], request: UpgradeRequest, mark: _Upgrade) -> None:
+        try:
+            await pending
+        except BaseException:  # a rejection, or cancelled past the handshake deadline
+            self._forget(mark)
+            raise
+        self._decided(request, mark)
+
+    def _decided(self, request: UpgradeRequest, mark: _Upgrade) -> None:
+        if self._ctx is None:
+            return
+        self._entry.entries += 1
+        decision = self._upgrade_decision(mark.id)
+        if decision is None:
+            return
+        rejection, protocol = json.loads(decision)
+        if rejection is not None:
+            self._forget(mark)
+            request.reject(*rejection)
+        elif protocol is not None:
+            request.accept_protocol(protocol)  # checked again here: a script may replace Array methods
+
+    def _forget(self, mark: _Upgrade) -> None:
+        """The upgrade's request in the context is not needed any more (refused, failed, or its
+        client left before its session opened)."""
+        if self._ctx is not None:
+            self._entry.entries += 1
+            self._forget_upgrade(mark.id)
+
     def _call_open(self, session: Session) -> Awaitable[object] | None:
         """The session's object in the context and its onOpen, in one entry into the engine."""
+        pending = session.runtime_state
+        if isinstance(pending, _Upgrade) or session.attributes:
+            # attributes from the upgrade: its hook's (in the context), or the server's (the JWT's claims)
+            self._entry.entries += 1
+            self._adopt_upgrade(pending.id if isinstance(pending, _Upgrade) else 0,
+                                json.dumps(session.attributes) if session.attributes else None)
+            session.attributes = None
         handle = self._next_handle = self._next_handle + 1
         session.runtime_state = handle
         self._live[handle] = session
@@ -327,7 +406,9 @@ class JsScript:
         """What a session's object is built from: "id\0addr\0path" (the prelude's `requestOf`),
         then the query (JSON) and the headers, for scripts that read them."""
         request = session.request
-        text = f"{session.id}\0{request.remote_addr}\0{request.path}"
+        return self._request_data(request, f"{session.id}\0{request.remote_addr}\0{request.path}")
+
+    def _request_data(self, request: Request, text: str) -> tuple[str, str | None, str]:
         query = None
         if request.query and self._wants_params:
             query = json.dumps({k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()})
@@ -845,7 +926,10 @@ class JsScript:
 
     def release(self, session: Session) -> None:
         handle = session.runtime_state
-        if handle is not None:
+        if isinstance(handle, _Upgrade):  # its client left while onUpgrade ran
+            self._forget(handle)
+            session.runtime_state = None
+        elif handle is not None:
             self._live.pop(handle, None)
             session.runtime_state = None
 
