@@ -8,7 +8,8 @@ the server, was the limit. Every scenario gets a fresh server process so RSS fig
     python bench/run.py [--scenarios fanout,echo,idle,slow,churn]
                         [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,
                                    diesel-js-asyncio,diesel-py-asyncio,uvloop-floor,c-floor,c-floor-py,c-floor-js;
-                                   not in the default list: diesel-js-nolog, diesel-js-jwt]
+                                   not in the default list: diesel-js-nolog, diesel-js-jwt,
+                                   diesel-js-baseline ($DIESEL_BASELINE)]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
@@ -128,6 +129,11 @@ def need_diesel() -> None:
     diesel_bin()
 
 
+def need_baseline() -> None:
+    if not os.environ.get("DIESEL_BASELINE"):
+        raise Skip("set $DIESEL_BASELINE to the `diesel` of the build to compare with")
+
+
 SERVER_DEFS: dict[str, ServerDef] = {
     "bun": ServerDef("bun", lambda p: [bun_bin(), str(SERVERS_DIR / "bun_pubsub.js"), str(p)],
                      needs=need_node_peers),
@@ -154,6 +160,12 @@ SERVER_DEFS: dict[str, ServerDef] = {
         "diesel-js-nolog", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
                                       "--host", "127.0.0.1", "--port", str(p), "--no-access-log"],
         health="http", needs=need_diesel),
+    # diesel-js served by another build ($DIESEL_BASELINE, e.g. main before a change): an A/B
+    # comparison inside one run, on the same machine state.
+    "diesel-js-baseline": ServerDef(
+        "diesel-js-baseline", lambda p: [os.environ.get("DIESEL_BASELINE") or diesel_bin(), "serve",
+                                         str(SERVERS_DIR / "diesel_js"), "--host", "127.0.0.1", "--port", str(p)],
+        health="http", needs=need_baseline),
     "diesel-js-jwt": ServerDef(
         "diesel-js-jwt", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
                                     "--host", "127.0.0.1", "--port", str(p), "--jwt-secret", JWT_SECRET],
