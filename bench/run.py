@@ -9,7 +9,7 @@ the server, was the limit. Every scenario gets a fresh server process so RSS fig
                         [--servers bun,node-ws,socketio,python-socketio,websockets,diesel-js,diesel-py,
                                    diesel-js-asyncio,diesel-py-asyncio,uvloop-floor,c-floor,c-floor-py,c-floor-js;
                                    not in the default list: diesel-js-nolog, diesel-js-jwt,
-                                   diesel-js-baseline ($DIESEL_BASELINE)]
+                                   diesel-js-baseline ($BASELINE_DIESEL)]
                         [--quick] [--repeat 3]
 
 Echo and each idle step run --repeat times on fresh servers and report the median with its
@@ -130,8 +130,8 @@ def need_diesel() -> None:
 
 
 def need_baseline() -> None:
-    if not os.environ.get("DIESEL_BASELINE"):
-        raise Skip("set $DIESEL_BASELINE to the `diesel` of the build to compare with")
+    if not os.environ.get("BASELINE_DIESEL"):
+        raise Skip("set $BASELINE_DIESEL to the `diesel` of the build to compare with")
 
 
 SERVER_DEFS: dict[str, ServerDef] = {
@@ -160,16 +160,16 @@ SERVER_DEFS: dict[str, ServerDef] = {
         "diesel-js-nolog", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
                                       "--host", "127.0.0.1", "--port", str(p), "--no-access-log"],
         health="http", needs=need_diesel),
-    # diesel-js served by another build ($DIESEL_BASELINE, e.g. main before a change): an A/B
+    # diesel-js served by another build ($BASELINE_DIESEL, e.g. main before a change): an A/B
     # comparison inside one run, on the same machine state.
     "diesel-js-baseline": ServerDef(
-        "diesel-js-baseline", lambda p: [os.environ.get("DIESEL_BASELINE") or diesel_bin(), "serve",
+        "diesel-js-baseline", lambda p: [os.environ.get("BASELINE_DIESEL") or diesel_bin(), "serve",
                                          str(SERVERS_DIR / "diesel_js"), "--host", "127.0.0.1", "--port", str(p)],
         health="http", needs=need_baseline),
     "diesel-js-jwt": ServerDef(
         "diesel-js-jwt", lambda p: [diesel_bin(), "serve", str(SERVERS_DIR / "diesel_js"), "--wire", "c",
                                     "--host", "127.0.0.1", "--port", str(p), "--jwt-secret", JWT_SECRET],
-        health="http", needs=need_diesel, query=f"token={_bench_token()}"),
+        health="http", needs=need_diesel, query=f"?token={_bench_token()}"),
     # Not a peer: the ceiling for any Python server on uvloop (servers/uvloop_floor.py).
     "uvloop-floor": ServerDef("uvloop-floor",
                               lambda p: [sys.executable, str(SERVERS_DIR / "uvloop_floor.py"), str(p)],
