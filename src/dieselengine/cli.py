@@ -127,6 +127,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--workers needs --cluster: workers share rooms through the cluster bus")
     if settings.api_key is not None and (not settings.api_key.strip() or settings.api_key != settings.api_key.strip()):
         parser.error("--api-key must not be empty nor begin or end with a space")
+    if settings.max_buffered < settings.max_message_size:
+        parser.error(f"--max-buffered ({settings.max_buffered}) is below --max-message-size "
+                     f"({settings.max_message_size}): no message that large could ever be received")
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from .startup import listen

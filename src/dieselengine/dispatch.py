@@ -3,13 +3,16 @@
 Order per session: `open`, each `message` in arrival order, then `close`. A hook that returns an
 awaitable (an async handler) makes the session busy; messages arriving meanwhile wait in its
 inbox and run when it finishes. Reading from the client pauses while the inbox holds
-`inbox_size` messages or `max_message_size` bytes, so a slow async handler bounds its memory.
+`inbox_size` messages or `max_message_size` bytes, so a slow async handler bounds its memory. An
+async hook still running after `handler_timeout` is cancelled: an error for its session, so a hook
+that never settles cannot hold its session (and its inbox) forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections import deque
 from collections.abc import Awaitable
 from functools import partial
@@ -28,6 +31,7 @@ class Dispatcher:
         self.stats = hub.stats
         self._inbox_size = hub.settings.inbox_size
         self._inbox_bytes = hub.settings.max_message_size
+        self._timeout = hub.settings.handler_timeout
         #: Hooks still running (async), so shutdown can wait for them.
         self.pending: set[asyncio.Future[object]] = set()
 
@@ -100,13 +104,28 @@ class Dispatcher:
             self._awaiting(session, script, hook, result)
 
     def _awaiting(self, session: Session, script: Script, hook: Hook, result: Awaitable[object]) -> None:
-        """An async hook: the session is busy until it settles."""
+        """An async hook: the session is busy until it settles, or until `handler_timeout`."""
         session.busy = True
         future = asyncio.ensure_future(result)
         self.pending.add(future)
-        future.add_done_callback(partial(self._resumed, session, script, hook))
+        timer = self.hub.loop.call_later(self._timeout, self._timed_out, session, script, hook, future)
+        future.add_done_callback(partial(self._resumed, session, script, hook, timer))
 
-    def _resumed(self, session: Session, script: Script, hook: Hook, future: asyncio.Future[object]) -> None:
+    def _timed_out(self, session: Session, script: Script, hook: Hook, future: asyncio.Future[object]) -> None:
+        """Logged with where the hook was waiting, then cancelled; its session goes on as after an
+        error (an `on_open` closes it with 1011)."""
+        frames = future.get_stack() if isinstance(future, asyncio.Task) else []  # a JS promise has none here
+        where = "".join(traceback.format_list(traceback.StackSummary.extract((f, f.f_lineno) for f in frames)))
+        self.stats.handler_errors += 1
+        log.error("%s: the %s handler did not finish within %g s (session %s); cancelled%s", script.name, hook,
+                  self._timeout, session.id, f". It was waiting at:\n{where.rstrip()}" if where else "")
+        future.cancel()
+        if hook == "open":
+            session.close(1011, "handler timeout")
+
+    def _resumed(self, session: Session, script: Script, hook: Hook, timer: asyncio.TimerHandle,
+                 future: asyncio.Future[object]) -> None:
+        timer.cancel()
         self.pending.discard(future)
         session.busy = False
         if not future.cancelled() and (exc := future.exception()) is not None:

@@ -35,5 +35,12 @@ def http_response(status: int, body: bytes, content_type: str = "text/plain; cha
 
 
 def refusal(status: int, reason: str) -> bytes:
-    """The answer to a request that cannot be upgraded."""
-    return http_response(status, f"{reason}\n".encode())
+    """The answer to a request that cannot be upgraded; a 426 names the protocol and the version
+    the server speaks (RFC 9110 section 15.5.22, RFC 6455 section 4.4)."""
+    extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" if status == 426 else ""
+    return http_response(status, f"{reason}\n".encode(), extra=extra)
+
+
+def without_body(response: bytes) -> bytes:
+    """The answer to a HEAD request: the same head (Content-Length included), no body."""
+    return response[:response.index(b"\r\n\r\n") + 4]

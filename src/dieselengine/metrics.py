@@ -35,6 +35,9 @@ class HubCollector(Collector):
         hub = self._hub
         yield GaugeMetricFamily("diesel_sessions_open", "Open WebSocket sessions.", value=len(hub.sessions))
         yield GaugeMetricFamily("diesel_rooms", "Rooms with members on this node.", value=len(hub.rooms))
+        yield GaugeMetricFamily("diesel_receive_buffered_bytes", "Bytes held for clients while receiving (request "
+                                "heads, unfinished frames and messages), within --max-buffered.",
+                                value=hub.stats.buffered)
         for name, help_text in _COUNTERS:
             yield CounterMetricFamily(f"diesel_{name}", help_text, value=getattr(hub.stats, name))
         fetches = CounterMetricFamily("diesel_fetches", "JavaScript fetch() requests by origin and outcome.",

@@ -7,6 +7,7 @@ docs/ are all derived from these declarations (see config.py), so adding an opti
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,12 +16,45 @@ from urllib.parse import urlsplit
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+class OutOfRange(ValueError):
+    """A value that reads as a number but makes no sense for the option (a negative size)."""
+
+
 def size(text: str) -> int:
-    """Bytes, with an optional K/M/G suffix (powers of 1024): `1M`, `512K`, `1048576`."""
+    """Bytes, with an optional K/M/G suffix (powers of 1024): `1M`, `512K`, `1048576`. A limit is at
+    least one byte: zero, a negative or an infinite size is an error, never "no limit"."""
     text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = 1
     if text and text[-1] in _UNITS:
-        return int(float(text[:-1]) * _UNITS[text[-1]])
-    return int(text)
+        text, unit = text[:-1], _UNITS[text[-1]]
+    value = float(text) * unit
+    if not math.isfinite(value) or value < 1:
+        raise OutOfRange("a size must be at least 1 byte")
+    return int(value)
+
+
+def seconds(text: str) -> float:
+    """A duration: more than zero and finite."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise OutOfRange("a duration must be more than 0 seconds")
+    return value
+
+
+def count(text: str) -> int:
+    """A number of things, at least one."""
+    value = int(text)
+    if value < 1:
+        raise OutOfRange("must be at least 1")
+    return value
+
+
+def tcp_port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise OutOfRange("a port is 0-65535")
+    return value
 
 
 def origin(text: str) -> str:
@@ -103,6 +137,8 @@ class Declared:
         parse = self.spec.parse or (str if self.default is None or self.spec.repeat else type(self.default))
         try:
             value = parse(text)
+        except OutOfRange as exc:
+            raise ValueError(f"invalid value {text!r}: {exc}") from None
         except (TypeError, ValueError):
             raise ValueError(f"invalid value {text!r}" + (f" (expected {self.spec.metavar})"
                                                           if self.spec.metavar else "")) from None

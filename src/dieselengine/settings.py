@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .options import option, origin as parse_origin, size
+from .options import count, option, origin as parse_origin, seconds, size, tcp_port
 
 #: A served folder's folder of static files (pages, scripts for the browser), served at /.
 PUBLIC_DIR = "public"
@@ -45,7 +45,7 @@ class Settings:
 
     # network
     host: str = option("127.0.0.1", "address to listen on", group="network", metavar="ADDR")
-    port: int = option(8080, "port to listen on", group="network", metavar="PORT")
+    port: int = option(8080, "port to listen on", group="network", parse=tcp_port, metavar="PORT")
     static_dir: Path | None = option(
         None, "serve the files of DIR over plain HTTP at / (default: public/ in the served folder)",
         group="network", name="static", parse=Path, metavar="DIR")
@@ -90,8 +90,17 @@ class Settings:
     send_queue_size: int = option(
         1 << 20, "close a client that does not read once this much is queued for it (1008)",
         group="limits", parse=size, metavar="BYTES")
+    #: What the wire may hold for all clients together while receiving (request heads, unfinished
+    #: frames and fragmented messages): the memory budget no number of connections can pass.
+    max_buffered: int = option(
+        256 << 20, "bytes held for all clients together while receiving (request heads, unfinished frames "
+        "and messages); a message past it closes its connection with 1013 (try again later)",
+        group="limits", parse=size, metavar="BYTES")
     script_timeout: float = option(1.0, "CPU time one JavaScript handler call may use",
-                                   group="limits", metavar="SECONDS")
+                                   group="limits", parse=seconds, metavar="SECONDS")
+    handler_timeout: float = option(
+        30.0, "cancel an async Python hook still running after this long: logged with where it waited, "
+        "an error for its session", group="limits", parse=seconds, metavar="SECONDS")
     script_memory: int = option(256 << 20, "memory one JavaScript script may use",
                                 group="limits", parse=size, metavar="BYTES")
     max_rooms_per_session: int = option(
@@ -99,12 +108,12 @@ class Settings:
         group="limits", metavar="N")
     ping_interval: float = option(
         20.0, "ping a client silent this long; close it if still silent one interval later",
-        group="limits", metavar="SECONDS")
+        group="limits", parse=seconds, metavar="SECONDS")
     handshake_timeout: float = option(5.0, "drop a connection that has not finished its handshake by then",
-                                      group="limits", metavar="SECONDS")
+                                      group="limits", parse=seconds, metavar="SECONDS")
     shutdown_timeout: float = option(
         10.0, "on SIGTERM/SIGINT, how long to wait for clients to answer the 1001 close",
-        group="limits", metavar="SECONDS")
+        group="limits", parse=seconds, metavar="SECONDS")
 
     # fetch
     allow_fetch: frozenset[str] = option(
@@ -149,7 +158,8 @@ class Settings:
         group="scale-out", metavar="URL")
     cluster_prefix: str = option("diesel", "Redis key prefix, so several clusters can share one Redis",
                                  group="scale-out", metavar="PREFIX")
-    workers: int = option(1, "processes sharing the port (needs --cluster)", group="scale-out", metavar="N")
+    workers: int = option(1, "processes sharing the port (needs --cluster)", group="scale-out", parse=count,
+                          metavar="N")
 
     # internal knobs (no option)
     script_stack: int = 1 << 20

@@ -65,6 +65,10 @@ class Stats:
         return self.wire.messages_in if self.wire is not None else 0
 
     @property
+    def buffered(self) -> int:
+        return self.wire.buffered if self.wire is not None else 0
+
+    @property
     def handler_seconds(self) -> float:
         return self.hook_seconds + (self.wire.message_seconds if self.wire is not None else 0.0)
 

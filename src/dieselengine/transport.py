@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from .handshake import MAX_HEAD_SIZE, refusal
+from .handshake import MAX_HEAD_SIZE, refusal, without_body
 from .request import Request, client_address
 from .routing import Route
 from .session import Session
@@ -66,7 +66,8 @@ class Transport:
                               MAX_HEAD_SIZE, settings.handshake_timeout, settings.close_timeout,
                               compression=settings.compression != "off",
                               message_rate=rate.per_second if rate else 0.0,
-                              message_burst=rate.burst if rate else 0.0)
+                              message_burst=rate.burst if rate else 0.0,
+                              send_queue_size=settings.send_queue_size, max_buffered=settings.max_buffered)
         if settings.compression != "off" and not kind.compresses:
             log.warning("--compression %s: this build of the C wire has no zlib (its headers were missing at "
                         "install); permessage-deflate is declined", settings.compression)
@@ -104,7 +105,7 @@ class Transport:
         if method is not None:
             found = self._endpoints.resolve(method, path)
             if isinstance(found, bytes):
-                conn.respond(found)
+                conn.respond(without_body(found) if method == b"HEAD" else found)
                 return
             if not isinstance(found, Route):  # the API or the inspector: it answers the request itself
                 found.handle(conn, method, path, raw_headers)
@@ -122,16 +123,27 @@ class Transport:
                 self._dispatcher.opened(session)
                 return
         assert isinstance(answer, tuple)
-        conn.respond(refusal(*answer))
+        response = refusal(*answer)
+        conn.respond(without_body(response) if method == b"HEAD" else response)
         if method is not None:
             self._door.invalid(path, peer, *answer)
 
     def _failed(self, session: Session | None, code: int, reason: str) -> None:
-        """A protocol or limit violation; the wire sends the close frame."""
-        log.info("session %s: closing with %d: %s", session.id if session else "?", code, reason)
-        self._dispatcher.stats.protocol_closes += 1
-        if reason == "message rate exceeded":
-            self._dispatcher.stats.limit_closes["message_rate"] += 1
+        """A protocol or limit violation, or a client whose queue the wire's own frames (pongs)
+        filled (1008 "send queue full"); the wire sends the close frame. Frames queued for the
+        session before the violation go out first."""
+        stats = self._dispatcher.stats
+        if reason == "send queue full":
+            stats.slow_consumer_closes += 1
+            log.warning("session %s is not reading: send queue over %d bytes, closing with 1008",
+                        session.id if session else "?", self._settings.send_queue_size)
+        else:
+            log.info("session %s: closing with %d: %s", session.id if session else "?", code, reason)
+            stats.protocol_closes += 1
+            if reason == "message rate exceeded":
+                stats.limit_closes["message_rate"] += 1
+            if session is not None and session.direct is not None:
+                self._dispatcher.hub.outbox.flush()
         if session is not None:
             session.mark_closing(by_server=True)
 

@@ -80,6 +80,14 @@ def _handle(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
+#: A session's request data in the heap up to this size is always admitted (see JsScript._admitted).
+SMALL_REQUEST = 4096
+
+
+def _heap_bytes(*parts: str | None) -> int:
+    """About what strings take in a QuickJS heap: one byte a character, two past Latin-1."""
+    return sum(len(part) if part.isascii() else 2 * len(part) for part in parts if part)
+
 
 def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n} bytes"
@@ -131,6 +139,10 @@ class JsScript:
         self._tick_jobs = True
         self._wants_headers = True
         self._wants_params = True
+        #: The request data (path, query, headers) that sessions with a large copy hold in the heap,
+        #: per handle, and in all (see _admitted).
+        self._request_bytes: dict[int, int] = {}
+        self._request_total = 0
         self._link: HubLink | None = None
         #: What the interrupt handler last saw of the entries into the engine (see _on_interrupt).
         self._seen_entry = -1
@@ -367,6 +379,10 @@ class JsScript:
 
     def _call_open(self, session: Session) -> Awaitable[object] | None:
         """The session's object in the context and its onOpen, in one entry into the engine."""
+        text, query, headers = self._handshake_data(session)
+        size = _heap_bytes(text, query, headers)
+        if not self._admitted(session, size):
+            return None
         pending = session.runtime_state
         if isinstance(pending, _Upgrade) or session.attributes:
             # attributes from the upgrade: its hook's (in the context), or the server's (the JWT's claims)
@@ -377,8 +393,8 @@ class JsScript:
         handle = self._next_handle = self._next_handle + 1
         session.runtime_state = handle
         self._live[handle] = session
+        self._hold_request(handle, size)
         session.conn.direct(self._entry, handle)
-        text, query, headers = self._handshake_data(session)
         entry = self._entry
         sync, count = self._sync() if entry.stale else _NO_SYNC
         entry.entries += 1
@@ -393,6 +409,7 @@ class JsScript:
                 made = False
             if not made:  # it failed before onOpen (out of memory): the session has no object
                 self._live.pop(handle, None)
+                self._request_total -= self._request_bytes.pop(handle, 0)
                 session.runtime_state = None
                 session.conn.direct(None, None)
             raise error from None
@@ -401,6 +418,26 @@ class JsScript:
                 self._maybe_tick()
             return None
         return self._result(result, session, None)
+
+    def _admitted(self, session: Session, size: int) -> bool:
+        """Sessions copy their request data into the one heap of the script: a large copy (a long
+        header, many parameters) counts against a quarter of --script-memory, so that clients
+        cannot fill the heap through request data and starve the route. A session whose copy does
+        not fit fails alone: it is closed with 1013 (try again later) before it gets an object and
+        onOpen runs. Small copies (most browsers' requests) always fit: with the descriptor limit
+        and the head limit, they cannot fill a heap."""
+        if size <= SMALL_REQUEST or self._request_total + size <= self._memory // 4:
+            return True
+        self._log.warning("session %s: its request data (%d bytes) does not fit in the quarter of --script-memory "
+                          "that request data may take (%d bytes held); closing it with 1013",
+                          session.id, size, self._request_total)
+        session.close(1013, "server busy, try again later")
+        return False
+
+    def _hold_request(self, handle: int, size: int) -> None:
+        if size > SMALL_REQUEST:
+            self._request_bytes[handle] = size
+            self._request_total += size
 
     def _handshake_data(self, session: Session) -> tuple[str, str | None, str]:
         """What a session's object is built from: "id\0addr\0path" (the prelude's `requestOf`),
@@ -931,6 +968,7 @@ class JsScript:
             session.runtime_state = None
         elif handle is not None:
             self._live.pop(handle, None)
+            self._request_total -= self._request_bytes.pop(handle, 0)
             session.runtime_state = None
 
     def adopt(self, old: Script, sessions: Iterable[Session]) -> None:
@@ -949,6 +987,7 @@ class JsScript:
             handle = self._next_handle = self._next_handle + 1
             rooms = json.dumps(sorted(room.name for room in session.rooms))
             text, query, headers = self._handshake_data(session)
+            self._hold_request(handle, _heap_bytes(text, query, headers))
             self._entry.entries += 1
             try:
                 self._new_session(handle, text, query, headers, attrs, rooms, session.is_open())

@@ -43,7 +43,8 @@ class Wire(Protocol):
 
 
 #: open(sock, on_head, on_message, on_finish, on_lost, on_failed, outbox, loop, log,
-#:      max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False) -> a serving Wire.
+#:      max_message_size, max_head_size, handshake_timeout, close_timeout, compression=False, *,
+#:      send_queue_size, max_buffered) -> a serving Wire.
 Opener = Callable[..., Wire]
 
 

@@ -19,6 +19,7 @@
 #include <structmember.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -52,8 +53,10 @@ enum { HEAD_METHOD, HEAD_PATH, HEAD_QUERY, HEAD_HEADERS, HEAD_ANSWER, HEAD_PARTS
 /* HANDSHAKE: reading the request head. HELD: the head is read and its answer will come later
  * (`Conn.hold`: an async upgrade hook); not reading. OPEN. CLOSING: the server sent its close
  * frame and waits for the client's. SHUT: reading stopped; the socket closes once queued bytes are
- * written. GONE: the socket is closed. */
-enum { HANDSHAKE, HELD, OPEN, CLOSING, SHUT, GONE };
+ * written. LINGER: all is written and writing is shut down; input is read and dropped until the
+ * client closes too (or the close timer fires), so unread input never turns the close into a reset
+ * that destroys the close frame or response before the client reads it. GONE: the socket is closed. */
+enum { HANDSHAKE, HELD, OPEN, CLOSING, SHUT, LINGER, GONE };
 enum { NO_CLOSER, BY_SERVER, BY_CLIENT };
 
 typedef struct {
@@ -81,6 +84,51 @@ static void buffer_free(buffer_t *b) {
     b->len = b->cap = 0;
 }
 
+/* A buffer of bytes received and not yet handled (`in`, `parts`): its capacity counts in `*held`,
+ * which may not pass `budget`. Returns 0, -1 (out of memory) or HELD_OVER (over the budget). */
+#define HELD_OVER -2
+
+static int held_resize(Py_ssize_t *held, Py_ssize_t budget, buffer_t *b, size_t cap) {
+    if (cap > b->cap && *held - (Py_ssize_t)b->cap + (Py_ssize_t)cap > budget) return HELD_OVER;
+    unsigned char *moved = realloc(b->data, cap);
+    if (moved == NULL) return -1;
+    *held += (Py_ssize_t)cap - (Py_ssize_t)b->cap;
+    b->data = moved;
+    b->cap = cap;
+    return 0;
+}
+
+static int held_append(Py_ssize_t *held, Py_ssize_t budget, buffer_t *b, const unsigned char *data, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n) cap *= 2;
+        int failed = held_resize(held, budget, b, cap);
+        if (failed == HELD_OVER) failed = held_resize(held, budget, b, b->len + n);  /* no room to double */
+        if (failed) return failed;
+    }
+    if (n) memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+/* `used` bytes were handled from the front: keep the rest, and give memory back once a large
+ * buffer holds little (a big frame's buffer must not stay behind for the few bytes after it). */
+static void held_consumed(Py_ssize_t *held, buffer_t *b, size_t used) {
+    b->len -= used;
+    if (b->len == 0) {
+        *held -= (Py_ssize_t)b->cap;
+        buffer_free(b);
+        return;
+    }
+    memmove(b->data, b->data + used, b->len);
+    if (b->cap > 65536 && b->len < b->cap / 4) held_resize(held, *held, b, b->len * 2);
+}
+
+static void held_free(Py_ssize_t *held, buffer_t *b) {
+    *held -= (Py_ssize_t)b->cap;
+    buffer_free(b);
+}
+
 typedef struct Wire Wire;
 
 /* A script engine's entry for messages, which the wire may call itself: no Python frame between
@@ -101,8 +149,8 @@ typedef struct Conn {
     Wire *wire;
     int fd;
     unsigned char state, reading, alive, pinged, in_parts, parts_text;
-    /* After a plain HTTP answer: keep reading (and dropping) what the client still sends until it
-     * closes, so an unread request body does not turn the close into a reset that loses the answer. */
+    /* After a plain HTTP answer: read (and drop) what the client still sends while the answer is
+     * being written too, not only once it is out (every close lingers then, see LINGER). */
     unsigned char linger;
     /* permessage-deflate: 0 (not negotiated) or the window bits of the server's compressor; whether
      * the fragmented message being received is compressed. */
@@ -124,7 +172,8 @@ typedef struct Conn {
     /* While a plain HTTP request's body is read (`read_body`): what to call with it, and its size. */
     PyObject *on_body;
     Py_ssize_t body_size;
-    /* The unparsed tail, the parts of a fragmented message, bytes not yet written (from out_at). */
+    /* The unparsed tail (or a request body), the parts of a fragmented message (both counted in the
+     * wire's `buffered`), bytes not yet written (from out_at). */
     buffer_t in, parts, out;
     size_t out_at;
     /* While in HANDSHAKE: the client's address, the deadline, and the list of handshaking
@@ -156,6 +205,9 @@ struct Wire {
     /* The core's outbox: while it holds frames, a direct echo would overtake them. */
     PyObject *outbox;
     Py_ssize_t max_message, max_head;
+    /* A connection's queue towards its client (--send-queue-size), and the process-wide budget for
+     * what clients make the wire hold while receiving (--max-buffered) with what it holds now. */
+    Py_ssize_t send_queue, max_buffered, buffered;
     double handshake_timeout, close_timeout;
     /* --message-rate as a GCRA: seconds per message, and how far ahead of now a connection's
      * bucket may be (the burst); 0: no limit. */
@@ -265,9 +317,22 @@ static void watch(Conn *c) {
     c->events = events;
 }
 
-/* The socket is closed. The session hears of it now (`direct`, from the poll) or on the next loop
- * iteration (from a method Python called, which may be in the middle of a handler). Drops the
- * epoll set's reference: callers hold their own. */
+/* The connection is over for its session, which hears of it now (`direct`, from the poll) or on
+ * the next loop iteration (from a method Python called, which may be in the middle of a handler). */
+static void conn_detach(Conn *c, int direct) {
+    Wire *w = c->wire;
+    PyObject *session = c->session;
+    c->session = NULL;  /* breaks the session <-> connection cycle */
+    if (session) {
+        PyObject *result = direct ? PyObject_CallOneArg(w->on_lost, session)
+                                  : PyObject_CallFunctionObjArgs(w->call_soon, w->on_lost, session, NULL);
+        if (result == NULL) report(w->on_lost);
+        Py_XDECREF(result);
+        Py_DECREF(session);
+    }
+}
+
+/* The socket is closed. Drops the epoll set's reference: callers hold their own. */
 static void conn_gone(Conn *c, int direct) {
     if (c->state == GONE) return;
     Wire *w = c->wire;
@@ -295,15 +360,7 @@ static void conn_gone(Conn *c, int direct) {
         Py_CLEAR(c->timer);
     }
     Py_CLEAR(c->on_body);  /* a closure holding this connection */
-    PyObject *session = c->session;
-    c->session = NULL;  /* breaks the session <-> connection cycle */
-    if (session) {
-        PyObject *result = direct ? PyObject_CallOneArg(w->on_lost, session)
-                                  : PyObject_CallFunctionObjArgs(w->call_soon, w->on_lost, session, NULL);
-        if (result == NULL) report(w->on_lost);
-        Py_XDECREF(result);
-        Py_DECREF(session);
-    }
+    conn_detach(c, direct);
     Py_DECREF(c);
 }
 
@@ -323,10 +380,28 @@ static void arm_close_timer(Conn *c) {
 
 /* -- writing ------------------------------------------------------------------------------- */
 
-static void conn_written(Conn *c, int direct);
+/* Queue bytes the socket did not take. Bytes already written are dropped from the front before
+ * the buffer grows, or once they are as many as those still queued (each byte moves at most once
+ * on average), so the buffer occupies at most about twice what is queued. */
+static int out_append(Conn *c, const unsigned char *data, size_t n) {
+    buffer_t *b = &c->out;
+    size_t queued = b->len - c->out_at;
+    if (c->out_at && (b->len + n > b->cap || c->out_at >= queued)) {
+        memmove(b->data, b->data + c->out_at, queued);
+        b->len = queued;
+        c->out_at = 0;
+    }
+    return buffer_append(b, data, n);
+}
+
+static size_t conn_queued(Conn *c) {
+    return c->out.len - c->out_at;
+}
+
+static void conn_linger(Conn *c, int direct);
 
 /* Write what is queued (ciphertext made by TLS, or bytes the socket did not take): what the socket
- * takes now, the rest once it is writable; a shut connection closes once it is all out. */
+ * takes now, the rest once it is writable; a shut connection lingers once it is all out. */
 static void conn_push(Conn *c, int direct) {
     ssize_t sent = send(c->fd, c->out.data + c->out_at, c->out.len - c->out_at, MSG_NOSIGNAL);
     if (sent < 0) {
@@ -341,7 +416,7 @@ static void conn_push(Conn *c, int direct) {
     }
     buffer_free(&c->out);
     c->out_at = 0;
-    if (c->state == SHUT) conn_written(c, direct);
+    if (c->state == SHUT) conn_linger(c, direct);
     else watch(c);
 }
 
@@ -360,7 +435,7 @@ static size_t tls_input_size;
 static int tls_bio_write(BIO *bio, const char *data, int size) {
     Conn *c = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
-    return buffer_append(&c->out, (const unsigned char *)data, (size_t)size) < 0 ? -1 : size;
+    return out_append(c, (const unsigned char *)data, (size_t)size) < 0 ? -1 : size;
 }
 
 static int tls_bio_read(BIO *bio, char *data, int size) {
@@ -405,7 +480,7 @@ static int conn_queue(Conn *c, const unsigned char *data, size_t n) {
 #ifdef DIESEL_TLS
     if (c->ssl) return tls_write(c, data, n, 0);
 #endif
-    return buffer_append(&c->out, data, n);
+    return out_append(c, data, n);
 }
 
 static void conn_send(Conn *c, const unsigned char *data, size_t n) {
@@ -431,28 +506,32 @@ static void conn_send(Conn *c, const unsigned char *data, size_t n) {
         data += sent;
         n -= (size_t)sent;
     }
-    if (buffer_append(&c->out, data, n) < 0) {
+    if (out_append(c, data, n) < 0) {
         conn_gone(c, 0);  /* out of memory for this client's queue: it loses its connection */
         return;
     }
     watch(c);
 }
 
-/* The socket takes more. */
-static void conn_writable(Conn *c) {
-    conn_push(c, 1);
-}
-
-/* A shut connection wrote everything: close it, or with `linger` send a FIN and read on until the
- * client closes (or the close timeout). */
-static void conn_written(Conn *c, int direct) {
-    if (!c->linger) {
+/* Everything is written: send the FIN, then read and drop input until the client closes too or
+ * the close timer fires. The session is over now. */
+static void conn_linger(Conn *c, int direct) {
+    c->state = LINGER;
+    buffer_free(&c->out);
+    c->out_at = 0;
+    if (shutdown(c->fd, SHUT_WR) < 0) {
         conn_gone(c, direct);
         return;
     }
-    shutdown(c->fd, SHUT_WR);
+    c->reading = 1;
     watch(c);
     arm_close_timer(c);
+    conn_detach(c, direct);
+}
+
+/* The socket takes more. */
+static void conn_writable(Conn *c) {
+    conn_push(c, 1);
 }
 
 static void send_close(Conn *c, int code, const char *reason, size_t size) {
@@ -483,8 +562,8 @@ static void conn_shut(Conn *c) {
     c->state = SHUT;
     c->reading = c->linger;
     c->in_parts = 0;
-    if (c->out.len == c->out_at) {
-        conn_written(c, 0);
+    if (conn_queued(c) == 0) {
+        conn_linger(c, 0);
         return;
     }
     watch(c);
@@ -726,6 +805,16 @@ static int fail_too_big(Conn *c) {
     return conn_fail(c, 1009, reason);
 }
 
+/* Bytes received that must wait (an unfinished frame or message) and the memory or the process's
+ * --max-buffered budget cannot take: 1013, try again later (the message itself is within limits). */
+static int hold(Conn *c, buffer_t *b, const unsigned char *data, size_t n) {
+    Wire *w = c->wire;
+    int failed = held_append(&w->buffered, w->max_buffered, b, data, n);
+    if (failed == HELD_OVER) return conn_fail(c, 1013, "server busy: receive buffers full, try again later");
+    if (failed) return conn_fail(c, 1011, "out of memory");
+    return 1;
+}
+
 static int attribute_is_true(PyObject *object, PyObject *name) {
     PyObject *value = PyObject_GetAttr(object, name);
     if (value == NULL) {
@@ -922,18 +1011,17 @@ static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload
         c->parts_deflated = (unsigned char)compressed;
         c->parts_text = opcode == 0x1;
         c->parts.len = 0;
-        if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
-        return 1;
+        return hold(c, &c->parts, payload, size);
     case 0x0: {
         if (!c->in_parts) return conn_fail(c, 1002, "continuation frame without a message to continue");
         if (c->parts.len + size > (size_t)w->max_message) return fail_too_big(c);
-        if (buffer_append(&c->parts, payload, size) < 0) return conn_fail(c, 1011, "out of memory");
+        if (!hold(c, &c->parts, payload, size)) return 0;
         if (!final) return 1;
         c->in_parts = 0;
         buffer_t parts = c->parts;
         c->parts = (buffer_t){0};
         int going = conn_payload(c, parts.data, parts.len, c->parts_text, c->parts_deflated);
-        buffer_free(&parts);
+        held_free(&w->buffered, &parts);
         return going;
     }
     case 0x8:
@@ -945,6 +1033,9 @@ static int conn_frame(Conn *c, unsigned char first, const unsigned char *payload
             unsigned char pong[127] = {0x8A, (unsigned char)size};
             memcpy(pong + 2, payload, size);
             conn_send(c, pong, 2 + size);
+            /* Pongs count against the queue like any frame: a client that pings and never reads is a
+             * slow consumer. */
+            if (c->state == OPEN && conn_queued(c) > (size_t)w->send_queue) return conn_fail(c, 1008, "send queue full");
         }
         return 1;
     default: {
@@ -1028,13 +1119,13 @@ static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PAR
                          unsigned char *deflate);
 static int refused_parts(PyObject *parts[HEAD_PARTS], int status, const char *reason);
 
-/* The request head is complete (or too large): Python routes it with its parts and the answer
- * computed here, and answers by `accept` or `respond`. */
-static void conn_head(Conn *c, const unsigned char *head, size_t size, int complete) {
+/* The request head is complete, or refused with `status` (head NULL): Python routes it with its
+ * parts and the answer computed here, and answers by `accept` or `respond`. */
+static void conn_head(Conn *c, const unsigned char *head, size_t size, int status, const char *reason) {
     Wire *w = c->wire;
     PyObject *parts[HEAD_PARTS] = {NULL};
-    int ok = complete ? request_parts((const char *)head, size, parts, w->compression, &c->deflate)
-                      : refused_parts(parts, 431, "request head too large");
+    int ok = head ? request_parts((const char *)head, size, parts, w->compression, &c->deflate)
+                  : refused_parts(parts, status, reason);
     PyObject *peer = ok == 0 ? peer_address(c) : NULL;
     PyObject *result = NULL;
     if (peer != NULL) {
@@ -1062,7 +1153,7 @@ static void conn_body(Conn *c) {
     handshaking_remove(c);
     handshaking_add(c->wire, c);
     PyObject *body = PyBytes_FromStringAndSize((const char *)c->in.data, c->body_size);
-    buffer_free(&c->in);
+    held_free(&c->wire->buffered, &c->in);
     PyObject *result = body != NULL ? PyObject_CallOneArg(on_body, body) : NULL;
     if (result == NULL) report(on_body);
     Py_XDECREF(result);
@@ -1076,8 +1167,10 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
     Wire *w = c->wire;
     if (c->state == HANDSHAKE) {
         size_t from = c->in.len > 3 ? c->in.len - 3 : 0;
-        if (buffer_append(&c->in, data, size) < 0) {
-            conn_gone(c, 1);
+        int failed = held_append(&w->buffered, w->max_buffered, &c->in, data, size);
+        if (failed) {
+            if (failed == HELD_OVER) conn_head(c, NULL, 0, 503, "server busy, try again later");
+            else conn_gone(c, 1);
             return;
         }
         if (c->on_body != NULL) {
@@ -1085,46 +1178,37 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
             return;
         }
         unsigned char *end = memmem(c->in.data + from, c->in.len - from, "\r\n\r\n", 4);
-        if (end == NULL) {
-            if (c->in.len > (size_t)w->max_head) conn_head(c, NULL, 0, 0);
+        size_t head = end ? (size_t)(end - c->in.data) : c->in.len;
+        if (head > (size_t)w->max_head) {  /* arrived whole or not: the limit is the same */
+            conn_head(c, NULL, 0, 431, "request head too large");
             return;
         }
-        size_t head = (size_t)(end - c->in.data);
-        conn_head(c, c->in.data, head, 1);
+        if (end == NULL) return;
+        conn_head(c, c->in.data, head, 0, NULL);
         int body = c->state == HANDSHAKE && c->on_body != NULL;
-        if (c->state == HELD) buffer_free(&c->in);  /* a client sends nothing more before the 101 */
-        if (c->state != OPEN && !body) return;
-        c->in.len -= head + 4;
-        memmove(c->in.data, end + 4, c->in.len);
+        if (c->state == HELD) held_free(&w->buffered, &c->in);  /* a client sends nothing more before the 101 */
+        /* The head is handled even when onOpen already closed the session: the client's close reply
+         * comes after it. */
+        if (c->state != OPEN && c->state != CLOSING && !body) return;
+        held_consumed(&w->buffered, &c->in, head + 4);
         if (body) {
             conn_body(c);
             return;
         }
-        if (c->in.len == 0) {
-            buffer_free(&c->in);
-            return;
-        }
+        if (c->in.len == 0) return;
         data = NULL;
         size = 0;
     }
     if (c->state != OPEN && c->state != CLOSING) return;
     if (c->in.len) {
-        if (buffer_append(&c->in, data, size) < 0) {
-            conn_fail(c, 1011, "out of memory");
-            return;
-        }
+        if (size && !hold(c, &c->in, data, size)) return;
         data = c->in.data;
         size = c->in.len;
     }
     size_t used = conn_frames(c, data, size);
     if (c->state != OPEN && c->state != CLOSING) return;
-    if (data == c->in.data) {
-        c->in.len -= used;
-        memmove(c->in.data, c->in.data + used, c->in.len);
-        if (c->in.len == 0) buffer_free(&c->in);
-    } else if (used < size && buffer_append(&c->in, data + used, size - used) < 0) {
-        conn_fail(c, 1011, "out of memory");
-    }
+    if (data == c->in.data) held_consumed(&w->buffered, &c->in, used);
+    else if (used < size) hold(c, &c->in, data + used, size - used);
 }
 
 #ifdef DIESEL_TLS
@@ -1198,8 +1282,8 @@ static void conn_readable(Conn *c) {
     if (c->ssl) {
         tls_readable(c);
         if (c->state >= SHUT) {
-            buffer_free(&c->in);
-            buffer_free(&c->parts);
+            held_free(&c->wire->buffered, &c->in);
+            held_free(&c->wire->buffered, &c->parts);
         }
         return;
     }
@@ -1210,10 +1294,11 @@ static void conn_readable(Conn *c) {
         conn_gone(c, 1);
         return;
     }
+    if (c->state == LINGER) return;  /* dropped */
     conn_received(c, data, (size_t)got);
     if (c->state >= SHUT) {
-        buffer_free(&c->in);
-        buffer_free(&c->parts);
+        held_free(&c->wire->buffered, &c->in);
+        held_free(&c->wire->buffered, &c->parts);
     }
 }
 
@@ -1331,7 +1416,7 @@ static PyObject *Conn_write(Conn *c, PyObject *data) {
 #endif
     conn_send(c, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
-    return PyLong_FromSize_t(c->state == GONE ? 0 : c->out.len - c->out_at);
+    return PyLong_FromSize_t(c->state == GONE ? 0 : conn_queued(c));
 }
 
 static PyObject *Conn_close(Conn *c, PyObject *args) {
@@ -1476,8 +1561,8 @@ static void Conn_dealloc(Conn *c) {
 #ifdef DIESEL_TLS
     if (c->ssl) SSL_free(c->ssl);
 #endif
-    buffer_free(&c->in);
-    buffer_free(&c->parts);
+    held_free(&c->wire->buffered, &c->in);
+    held_free(&c->wire->buffered, &c->parts);
     buffer_free(&c->out);
     Py_XDECREF(c->session);
     Py_XDECREF(c->entry);
@@ -1509,8 +1594,8 @@ static PyMethodDef Conn_methods[] = {
      "session since its 101: payload bytes in, bytes written out, seconds open (until the socket closed), "
      "the first close frame's code (0: none) and who sent it (\"server\", \"client\" or None)."},
     {"respond", (PyCFunction)Conn_respond, METH_VARARGS,
-     "respond(response, linger=False): answer a plain HTTP request, then close; with linger, once the client "
-     "closed too (or after close_timeout), dropping what it still sends (an unread body)."},
+     "respond(response, linger=False): answer a plain HTTP request, then close once the client closed too (or "
+     "after close_timeout), dropping what it still sends; with linger, also while the answer is being written."},
     {"read_body", (PyCFunction)Conn_read_body, METH_VARARGS,
      "read_body(size, on_body): from on_head, read a request body of size bytes (at most max_message_size) "
      "and call on_body(body); the answer (`respond`) may then come later, within handshake_timeout."},
@@ -1635,17 +1720,20 @@ static PyObject *Wire_load_tls(Wire *w, PyObject *args) {
 static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"listener", "on_head", "on_message", "on_finish", "on_lost", "on_failed", "outbox",
                             "loop", "log", "max_message_size", "max_head_size", "handshake_timeout",
-                            "close_timeout", "compression", "message_rate", "message_burst", NULL};
+                            "close_timeout", "compression", "message_rate", "message_burst", "send_queue_size",
+                            "max_buffered", NULL};
     int listener;
     PyObject *on_head, *on_message, *on_finish, *on_lost, *on_failed, *outbox, *loop, *log;
-    Py_ssize_t max_message, max_head;
+    Py_ssize_t max_message, max_head, send_queue = PY_SSIZE_T_MAX, max_buffered = PY_SSIZE_T_MAX;
     double handshake_timeout, close_timeout, message_rate = 0, message_burst = 0;
     int compression = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd|pdd", names, &listener, &on_head, &on_message,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOOOOOOnndd|pdd$nn", names, &listener, &on_head, &on_message,
                                      &on_finish, &on_lost, &on_failed, &outbox, &loop, &log, &max_message,
                                      &max_head, &handshake_timeout, &close_timeout, &compression, &message_rate,
-                                     &message_burst))
+                                     &message_burst, &send_queue, &max_buffered))
         return NULL;
+    if (max_message <= 0 || max_head <= 0 || send_queue <= 0 || max_buffered <= 0)
+        return PyErr_Format(PyExc_ValueError, "sizes and limits must be positive");
     Wire *w = (Wire *)type->tp_alloc(type, 0);
     if (w == NULL) return NULL;
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1670,6 +1758,8 @@ static PyObject *Wire_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     }
     w->max_message = max_message;
     w->max_head = max_head;
+    w->send_queue = send_queue;
+    w->max_buffered = max_buffered;
     w->handshake_timeout = handshake_timeout;
     w->close_timeout = close_timeout;
 #ifdef DIESEL_DEFLATE
@@ -1754,6 +1844,8 @@ static PyMemberDef Wire_members[] = {
      "Messages compressed (permessage-deflate), once however many clients they went to."},
     {"messages_inflated", T_ULONGLONG, offsetof(Wire, messages_inflated), READONLY,
      "Compressed messages received and inflated."},
+    {"buffered", T_PYSSIZET, offsetof(Wire, buffered), READONLY,
+     "Bytes held for clients while receiving (request heads, unfinished frames and messages), within max_buffered."},
     {NULL},
 };
 
@@ -2052,12 +2144,15 @@ static int deflate_negotiate(const char *headers, size_t size, int *asked) {
     return 0;
 }
 
-/* RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason). With
- * `compression`, a permessage-deflate offer is accepted and `deflate` set to its window bits. */
-static PyObject *upgrade_answer(const char *method, size_t method_size, const char *headers, size_t size,
-                                int compression, unsigned char *deflate) {
+/* RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason). `version` is
+ * the request line's "HTTP/d.d". With `compression`, a permessage-deflate offer is accepted and
+ * `deflate` set to its window bits. */
+static PyObject *upgrade_answer(const char *method, size_t method_size, const char *version, const char *headers,
+                                size_t size, int compression, unsigned char *deflate) {
     *deflate = 0;
     if (method_size != 3 || memcmp(method, "GET", 3) != 0) return refused(405, "WebSocket upgrades use GET");
+    if (version[5] == '0' || (version[5] == '1' && version[7] == '0'))
+        return refused(400, "WebSocket upgrades need HTTP/1.1 or later");
     const char *value[H_COUNT];
     size_t n[H_COUNT];
     upgrade_headers(headers, size, value, n);
@@ -2126,8 +2221,8 @@ static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PAR
     const char *space1 = memchr(head, ' ', line);
     const char *space2 = space1 ? memchr(space1 + 1, ' ', (size_t)(head + line - space1 - 1)) : NULL;
     const char *version = space2 ? space2 + 1 : NULL;
-    if (version == NULL || memchr(version, ' ', (size_t)(head + line - version)) != NULL ||
-        (size_t)(head + line - version) < 7 || memcmp(version, "HTTP/1.", 7) != 0)
+    if (version == NULL || head + line - version != 8 || memcmp(version, "HTTP/", 5) != 0 ||
+        !isdigit((unsigned char)version[5]) || version[6] != '.' || !isdigit((unsigned char)version[7]))
         return refused_parts(parts, 400, "malformed request line");
     const char *target = space1 + 1;
     size_t target_size = (size_t)(space2 - target);
@@ -2138,7 +2233,8 @@ static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PAR
     parts[HEAD_QUERY] = mark ? PyUnicode_DecodeLatin1(mark + 1, (Py_ssize_t)(target_size - path_size - 1), NULL)
                              : PyUnicode_FromStringAndSize("", 0);
     parts[HEAD_HEADERS] = PyBytes_FromStringAndSize(headers, (Py_ssize_t)headers_size);
-    parts[HEAD_ANSWER] = upgrade_answer(head, (size_t)(space1 - head), headers, headers_size, compression, deflate);
+    parts[HEAD_ANSWER] = upgrade_answer(head, (size_t)(space1 - head), version, headers, headers_size, compression,
+                                        deflate);
     for (int i = 0; i < HEAD_PARTS; i++)
         if (parts[i] == NULL) return -1;
     return 0;

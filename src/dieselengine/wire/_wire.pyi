@@ -52,6 +52,7 @@ class Wire:
     direct_frames: int
     messages_deflated: int
     messages_inflated: int
+    buffered: int
 
     def __init__(
         self,
@@ -71,6 +72,9 @@ class Wire:
         compression: bool = False,
         message_rate: float = 0.0,
         message_burst: float = 0.0,
+        *,
+        send_queue_size: int = ...,
+        max_buffered: int = ...,
     ) -> None:
         """message_rate > 0: a session sending more than message_burst messages at once, or more
         than message_rate a second beyond that, is closed with 1008 "message rate exceeded"."""

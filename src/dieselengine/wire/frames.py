@@ -17,6 +17,8 @@ from .deflate import negotiate
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 _UPGRADE_HEADERS = (b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key")
+#: "HTTP/d.d" in a request line.
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Accept: ")
 
@@ -68,18 +70,20 @@ def request_head(head: bytes, compression: bool = False) -> tuple[bytes | None, 
     eol = head.find(b"\r\n")
     line, headers = (head, b"") if eol < 0 else (head[:eol], head[eol + 2:])
     parts = line.split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
         return None, "", "", b"", (400, "malformed request line")
-    method, target, _ = parts
+    method, target, version = parts
     path, mark, query = target.partition(b"?")
     return (method, path.decode("latin-1"), query.decode("latin-1"), headers,
-            _upgrade_answer(method, headers, compression))
+            _upgrade_answer(method, version, headers, compression))
 
 
-def _upgrade_answer(method: bytes, headers: bytes, compression: bool) -> bytes | tuple[int, str]:
+def _upgrade_answer(method: bytes, version: bytes, headers: bytes, compression: bool) -> bytes | tuple[int, str]:
     """RFC 6455 section 4.2.1: the 101 response to a valid upgrade, else (status, reason)."""
     if method != b"GET":
         return 405, "WebSocket upgrades use GET"
+    if version < b"HTTP/1.1":
+        return 400, "WebSocket upgrades need HTTP/1.1 or later"
     upgrade, connection, version, key = _first_values(headers)
     if upgrade is None or upgrade.lower() != b"websocket":
         return 426, "this path only speaks WebSocket (Upgrade: websocket)"

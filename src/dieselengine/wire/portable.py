@@ -46,7 +46,9 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 # HANDSHAKE: reading the request head. HELD: the head is read and its answer comes later (`hold`);
 # not reading. OPEN. CLOSING: the server sent its close frame and waits for the client's. SHUT:
-# reading stopped; the socket closes once queued bytes are written. GONE.
+# reading stopped; once queued bytes are written, writing is shut down and input is read and
+# dropped until the client closes too (or the close timer fires), so unread input never turns the
+# close into a reset that destroys the close frame or answer before the client reads it. GONE.
 HANDSHAKE, HELD, OPEN, CLOSING, SHUT, GONE = range(6)
 _CLOSERS = (None, "server", "client")
 
@@ -94,7 +96,7 @@ class Conn:
                  "_on_body", "_body_size", "_linger",
                  "_deflate", "_parts_deflated", "_tls",
                  "_messages_in", "_bytes_in", "_messages_out", "_bytes_out", "_opened", "_close_code", "_closer",
-                 "_full_at")
+                 "_full_at", "_held")
 
     def __init__(self, wire: Wire, sock: socket.socket, peer: str) -> None:
         self._wire = wire
@@ -134,6 +136,8 @@ class Conn:
         self._close_code = self._closer = 0
         #: --message-rate: when this connection's bucket is full again (GCRA).
         self._full_at = 0.0
+        #: Bytes of `_in` and `_parts`, as counted in the wire's `buffered`.
+        self._held = 0
 
     # -- the core's session.Connection -----------------------------------------------------------
 
@@ -215,8 +219,9 @@ class Conn:
                 self._close_code, _CLOSERS[self._closer])
 
     def respond(self, response: bytes, linger: bool = False) -> None:
-        """Answer a plain HTTP request, then close; with linger, once the client closed too (or
-        after close_timeout), dropping what it still sends (an unread body)."""
+        """Answer a plain HTTP request, then close once the client closed too (or after
+        close_timeout), dropping what it still sends; with linger, also while the answer is being
+        written."""
         if self.state == HANDSHAKE or self.state == HELD:
             self._linger = linger
             self._send(response)
@@ -268,16 +273,34 @@ class Conn:
         wire.listen_again()
         self._in = None
         self._parts = None
+        self._hold()
         self._on_body = None  # a closure holding this connection
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._detach(now)
+
+    def _detach(self, now: bool) -> None:
+        """The connection is over for its session, which hears of it now (`now`, from a socket
+        event) or on the next loop iteration (from a method the core called)."""
+        wire = self._wire
         session, self.session = self.session, None
         if session is not None:
             if now:
                 wire.call(wire.on_lost, session)
             else:
                 wire.loop.call_soon(wire.on_lost, session)
+
+    def _hold(self) -> None:
+        """Count what this connection holds while receiving (its unparsed tail or request body, the
+        parts of a fragmented message) in the wire's `buffered`."""
+        held = (len(self._in) if self._in is not None else 0) + (self._parts_size if self._parts is not None else 0)
+        self._wire.buffered += held - self._held
+        self._held = held
+
+    def _room(self, more: int) -> bool:
+        """Whether the process-wide budget (`max_buffered`) can take `more` bytes held."""
+        return self._wire.buffered + more <= self._wire.max_buffered
 
     def _arm_close_timer(self) -> None:
         """A close must never wait on the client forever."""
@@ -323,7 +346,7 @@ class Conn:
             self._wire.loop.add_writer(self._fd, self._writable)
 
     def _writable(self) -> None:
-        """The socket takes more: write what is queued; a shut connection closes once it is all out."""
+        """The socket takes more: write what is queued; a shut connection lingers once it is all out."""
         out = self._out
         if out is None:
             return
@@ -343,17 +366,16 @@ class Conn:
             self._written(True)
 
     def _written(self, now: bool) -> None:
-        """A shut connection wrote everything: close it, or with `linger` send a FIN and read on
-        until the client closes (or the close timeout)."""
-        if not self._linger:
-            self._gone(now)
-            return
+        """A shut connection wrote everything: send the FIN, then read and drop input until the
+        client closes too or the close timer fires. The session is over now."""
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._gone(now)
             return
+        self._watch_reading(True)
         self._arm_close_timer()
+        self._detach(now)
 
     def _shut(self) -> None:
         """Stop reading; close the socket once what is queued is written."""
@@ -388,6 +410,7 @@ class Conn:
         if self.state >= SHUT:
             self._in = None
             self._parts = None
+        self._hold()
 
     def _tls_received(self, data: bytes) -> None:
         """Ciphertext arrived: the handshake, then the plaintext as on a plain port."""
@@ -435,6 +458,9 @@ class Conn:
     def _received(self, data: bytes) -> None:
         """Bytes read from the socket: the request head first, then frames."""
         if self.state == HANDSHAKE:
+            if not self._room(len(data)):
+                self._head(None, (503, "server busy, try again later"))
+                return
             buffer = self._in
             if buffer is None:
                 buffer = self._in = bytearray(data)
@@ -446,13 +472,16 @@ class Conn:
                 self._body()
                 return
             end = buffer.find(b"\r\n\r\n", start)
+            if (end if end >= 0 else len(buffer)) > self._wire.max_head:  # arrived whole or not
+                self._head(None)
+                return
             if end < 0:
-                if len(buffer) > self._wire.max_head:
-                    self._head(None)
                 return
             self._head(bytes(buffer[:end]))
             body = self.state == HANDSHAKE and self._on_body is not None
-            if self.state != OPEN and not body:
+            # The head is dropped even when on_open already closed the session: the client's close
+            # reply comes after it.
+            if self.state != OPEN and self.state != CLOSING and not body:
                 if self.state == HELD:
                     self._in = None  # a client sends nothing more before the 101
                 return
@@ -468,7 +497,11 @@ class Conn:
             return
         buffer = self._in
         if buffer is not None:
+            if not self._room(len(data)):
+                self._fail_busy()
+                return
             buffer += data
+            self._hold()
             used = self._frames(buffer)
             if self.state == OPEN or self.state == CLOSING:
                 del buffer[:used]
@@ -477,6 +510,9 @@ class Conn:
         else:
             used = self._frames(data)
             if used < len(data) and (self.state == OPEN or self.state == CLOSING):
+                if not self._room(len(data) - used):
+                    self._fail_busy()
+                    return
                 self._in = bytearray(data[used:])
 
     def _frames(self, data: bytes | bytearray) -> int:
@@ -537,19 +573,25 @@ class Conn:
                 return self._fail(1002, "new message before the fragmented one finished")
             if final:
                 return self._payload(payload, opcode == 0x1, compressed)
+            if not self._room(len(payload)):
+                return self._fail_busy()
             self._parts_deflated = compressed
             self._parts = [payload]
             self._parts_size = len(payload)
             self._parts_text = opcode == 0x1
+            self._hold()
             return True
         if opcode == 0x0:
             parts = self._parts
             if parts is None:
                 return self._fail(1002, "continuation frame without a message to continue")
-            self._parts_size += len(payload)
-            if self._parts_size > wire.max_message:
+            if self._parts_size + len(payload) > wire.max_message:
                 return self._fail_too_big()
+            if not self._room(len(payload)):
+                return self._fail_busy()
+            self._parts_size += len(payload)
             parts.append(payload)
+            self._hold()
             if not final:
                 return True
             self._parts = None
@@ -561,6 +603,10 @@ class Conn:
                 return self._closed_by_peer(payload)
             if opcode == 0x9 and self.state == OPEN:
                 self._send(bytes((0x8A, len(payload))) + payload)
+                # Pongs count against the queue like any frame: a client that pings and never
+                # reads is a slow consumer.
+                if self.state == OPEN and self._out is not None and len(self._out) > wire.send_queue:
+                    return self._fail(1008, "send queue full")
             return True
         return self._fail(1002, f"unknown opcode {opcode}")
 
@@ -673,12 +719,17 @@ class Conn:
     def _fail_too_big(self) -> bool:
         return self._fail(1009, f"message over {self._wire.max_message} bytes")
 
-    def _head(self, head: bytes | None) -> None:
-        """The request head is complete (or too large, None): the core routes it with its parts and
+    def _fail_busy(self) -> bool:
+        """Bytes that must wait (an unfinished frame or message) and the process-wide budget cannot
+        take: try again later (the message itself is within its limits)."""
+        return self._fail(1013, "server busy: receive buffers full, try again later")
+
+    def _head(self, head: bytes | None, refused: tuple[int, str] = (431, "request head too large")) -> None:
+        """The request head is complete (or refused, None): the core routes it with its parts and
         answers by `accept` or `respond`."""
         wire = self._wire
         if head is None:
-            method, path, query, headers, answer = None, "", "", b"", (431, "request head too large")
+            method, path, query, headers, answer = None, "", "", b"", refused
         else:
             method, path, query, headers, answer = request_head(head, wire.compression)
         wire.call(wire.on_head, self, method, path, query, headers, self._peer, answer)
@@ -703,6 +754,7 @@ class Conn:
         wire.handshaking[self] = monotonic() + wire.handshake_timeout
         body = bytes(buffer[:size])
         self._in = None
+        self._hold()
         try:
             on_body(body)
         except Exception:
@@ -736,7 +788,10 @@ class Wire:
                  on_failed: Callable[[Any, int, str], None], outbox: Any, loop: asyncio.AbstractEventLoop,
                  log: logging.Logger, max_message_size: int, max_head_size: int, handshake_timeout: float,
                  close_timeout: float, compression: bool = False, message_rate: float = 0.0,
-                 message_burst: float = 0.0) -> None:
+                 message_burst: float = 0.0, *,
+                 send_queue_size: int = sys.maxsize, max_buffered: int = sys.maxsize) -> None:
+        if min(max_message_size, max_head_size, send_queue_size, max_buffered) <= 0:
+            raise ValueError("sizes and limits must be positive")
         self.on_head = on_head
         self.on_message = on_message
         self.on_finish = on_finish
@@ -757,6 +812,11 @@ class Wire:
         #: bucket may be (the burst; the slack absorbs rounding); 0: no limit.
         self.message_interval = 1.0 / message_rate if message_rate > 0 else 0.0
         self.message_tolerance = (message_burst or message_rate) * self.message_interval * (1 + 1e-9)
+        #: A connection's queue towards its client; the budget for what all clients make the wire
+        #: hold while receiving, and what it holds now.
+        self.send_queue = send_queue_size
+        self.max_buffered = max_buffered
+        self.buffered = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.messages_in = 0
