@@ -61,7 +61,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], bytes], ...] = (
 
 
 class Connection(Protocol):
-    """What the API needs of a plain HTTP connection (the wire's `_wire.Conn`)."""
+    """What the API needs of a plain HTTP connection (either wire's connection)."""
 
     def write(self, data: bytes) -> int: ...
 

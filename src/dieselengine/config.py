@@ -182,7 +182,11 @@ def reference() -> str:
             group = spec.group
             lines += ["", f"## {group}", ""]
             lines += ["| flag | environment | file | default | meaning |", "|---|---|---|---|---|"]
-        flag = f"`--{option.name}`" if option.switch else f"`--{option.name} {spec.metavar}`"
+        if option.switch:
+            # a switch on by default is turned off with --no-NAME (argparse's BooleanOptionalAction)
+            flag = f"`--{option.name}`" + (f", `--no-{option.name}`" if option.default else "")
+        else:
+            flag = f"`--{option.name} {spec.metavar}`"
         default = "" if option.default in (None, frozenset()) else f"`{option.show(option.default)}`"
         meaning = spec.help + (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
         lines.append(f"| {flag} | `{option.env}` | `{option.name}` | {default} | {meaning} |")

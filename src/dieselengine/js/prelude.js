@@ -185,7 +185,7 @@ class WebSocketSession {
     }
   }
 
-  // The codes dieselengine._wire.valid_close_code accepts; the wire cuts the reason to 123 bytes.
+  // The close codes the wire accepts (wire.frames.valid_close_code); the wire cuts the reason to 123 bytes.
   close(code = 1000, reason = "") {
     code = Number(code);
     if (!Number.isInteger(code) || !(code >= 1000 && code <= 1003 || code >= 1007 && code <= 1014 ||
