@@ -36,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as logs:
         for name in args.servers.split(","):
             sdef = bench.SERVER_DEFS[name]
-            sdef.port = bench.BASE_PORT + bench.ALL_SERVERS.index(name)
+            sdef.port = bench.BASE_PORT + list(bench.SERVER_DEFS).index(name)
             try:
                 sdef.needs()
                 with bench.Server(sdef, Path(logs)):
