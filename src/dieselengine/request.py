@@ -48,3 +48,23 @@ def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozen
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     untrusted = [hop for hop in hops if hop not in trusted_proxies]
     return untrusted[-1] if untrusted else peer
+
+
+class ReadsRequest:
+    """The handshake request's accessors, shared by a session and an upgrade hook's request:
+    both hold the `Request` as `request`, and handlers read it through the same four names."""
+
+    __slots__ = ()
+    request: Request
+
+    def get_parameter(self, name: str) -> str | None:
+        return self.request.parameter(name)
+
+    def get_header(self, name: str) -> str | None:
+        return self.request.header(name)
+
+    def get_request_path(self) -> str:
+        return self.request.path
+
+    def get_remote_addr(self) -> str:
+        return self.request.remote_addr

@@ -7,7 +7,7 @@ from collections import deque
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .request import Request
+from .request import ReadsRequest, Request
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -56,7 +56,7 @@ def new_session_id() -> str:
     return _random_pool.pop()
 
 
-class Session:
+class Session(ReadsRequest):
     """One client connection: `send`, `close`, the handshake request, attributes and rooms.
 
     Python handlers get this object directly (snake_case names); the JavaScript runtime wraps it.
@@ -167,20 +167,6 @@ class Session:
         if self._open:
             self._open = False
             self.route.script.closing(self)
-
-    # -- the handshake request -------------------------------------------------------------------
-
-    def get_parameter(self, name: str) -> str | None:
-        return self.request.parameter(name)
-
-    def get_header(self, name: str) -> str | None:
-        return self.request.header(name)
-
-    def get_request_path(self) -> str:
-        return self.request.path
-
-    def get_remote_addr(self) -> str:
-        return self.request.remote_addr
 
     # -- attributes ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .request import Request
+from .request import ReadsRequest, Request
 
 
 def offered_protocols(header: str | None) -> list[str]:
@@ -31,7 +31,7 @@ def check_rejection(status: Any, reason: Any) -> tuple[int, str]:
     return int(status), "" if reason is None else str(reason)
 
 
-class UpgradeRequest:
+class UpgradeRequest(ReadsRequest):
     """The request an upgrade hook decides on: the handshake's data (as `Session` reads it), the
     attributes the session will start with, the subprotocol to accept, or the refusal."""
 
@@ -48,18 +48,6 @@ class UpgradeRequest:
         #: Whatever the script runtime keeps for this request (the JS runtime: its object's handle).
         self.runtime_state: Any = None
         self._protocols: list[str] | None = None
-
-    def get_parameter(self, name: str) -> str | None:
-        return self.request.parameter(name)
-
-    def get_header(self, name: str) -> str | None:
-        return self.request.header(name)
-
-    def get_request_path(self) -> str:
-        return self.request.path
-
-    def get_remote_addr(self) -> str:
-        return self.request.remote_addr
 
     def get_protocols(self) -> list[str]:
         if self._protocols is None:
