@@ -1,6 +1,6 @@
 """The inspector (/_diesel/inspect): off by default; behind --inspect TOKEN or --api-key; its data
-(rooms, sessions with attributes, totals, recent errors) and actions (close, broadcast); and the
-page in a real Chromium showing a session and closing it."""
+(rooms, sessions with attributes and their messages and bytes each way, totals, recent errors) and
+actions (close, broadcast); and the page in a real Chromium showing a session and closing it."""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ SCRIPTS = {
           session.room("lobby").join();
           session.room("js-only").join();
         }
+        """,
+}
+
+
+#: For the counts: an echo (on the C wire, JavaScript's direct path: the wire writes the echo
+#: itself) and a room whose every message goes to all its members, the sender included.
+COUNTED = {
+    "echo.js": """
+        export function onOpen(session) { session.setAttribute("name", session.getParameter("name")); }
+        export function onMessage(session, message) { session.send(message); }
+        """,
+    "room.py": """
+        def on_open(session):
+            session.set_attribute("name", session.get_parameter("name"))
+            session.room("all").join()
+
+        def on_message(session, message):
+            session.room("all").broadcast(message)
         """,
 }
 
@@ -94,10 +112,60 @@ def test_inspector_data_and_actions(serve, tmp_path):
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+def test_inspector_counts_messages_and_bytes_each_way(serve, tmp_path):
+    server = serve(write_scripts(tmp_path, COUNTED), "--inspect", "s3cret", "--ping-interval", "600")
+
+    async def counts(expected_sessions):
+        """{name: (messages_in, bytes_in, messages_out, bytes_out)} once every session is listed."""
+        for _ in range(100):
+            status, text = await asyncio.to_thread(request, server, "/_diesel/inspect/state", "s3cret")
+            assert status == 200
+            sessions = json.loads(text)["sessions"]
+            if len(sessions) == expected_sessions:
+                return {s["attributes"]["name"]: (s["messages_in"], s["bytes_in"], s["messages_out"], s["bytes_out"])
+                        for s in sessions}
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not {expected_sessions} sessions: {sessions}")
+
+    async def main():
+        options = {"ping_interval": None, "compression": None}  # no pings or pongs: only the messages count
+        async with websockets.connect(server.url("/ws/echo?name=echo"), **options) as echo, \
+                websockets.connect(server.url("/ws/room?name=a"), **options) as a, \
+                websockets.connect(server.url("/ws/room?name=b"), **options) as b, \
+                websockets.connect(server.url("/ws/room?name=c"), **options) as c:
+            before = await counts(4)
+            for name in before:  # only the 101 has been written
+                assert before[name][:3] == (0, 0, 0) and before[name][3] > 100
+            for _ in range(3):
+                await echo.send("hello")  # 5 bytes in, a 7-byte frame out
+                assert await echo.recv() == "hello"
+            for _ in range(2):
+                await echo.send(b"\x00\x01\x02\x03")  # binary: through the Python side
+                assert await echo.recv() == b"\x00\x01\x02\x03"
+            await a.send("xy")
+            await a.send("z")
+            for client in (a, b, c):
+                assert [await client.recv(), await client.recv()] == ["xy", "z"]
+            status, _ = await asyncio.to_thread(request, server, "/_diesel/inspect/api/rooms/all/broadcast",
+                                                "s3cret", "POST", b"hey")
+            assert status == 202
+            for client in (a, b, c):
+                assert await client.recv() == b"hey"
+            after = await counts(4)
+            grown = {name: tuple(x - y for x, y in zip(after[name], before[name])) for name in after}
+            assert grown["echo"] == (5, 3 * 5 + 2 * 4, 5, 3 * 7 + 2 * 6)
+            # a broadcast counts once per recipient: three frames to each member, 4 + 3 + 5 bytes
+            assert grown["a"] == (2, 3, 3, 12)
+            assert grown["b"] == grown["c"] == (0, 0, 3, 12)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
 def test_inspector_page_shows_a_session_and_closes_it(browser, serve, tmp_path):  # noqa: F811
-    server = serve(write_scripts(tmp_path, SCRIPTS), "--inspect", "s3cret")
+    server = serve(write_scripts(tmp_path, SCRIPTS), "--inspect", "s3cret", "--ping-interval", "600")
     # the synchronous client: Playwright's synchronous API owns this thread's event loop
-    with connect(server.url("/ws/js?user=carol")) as carol:
+    with connect(server.url("/ws/js?user=carol"), ping_interval=None, compression=None) as carol:
+        carol.send("hi")
         page = browser.new_page()
         page.set_default_timeout(20_000)
         page.goto(f"http://127.0.0.1:{server.port}/_diesel/inspect#token=s3cret")
@@ -105,6 +173,14 @@ def test_inspector_page_shows_a_session_and_closes_it(browser, serve, tmp_path):
         row.wait_for()
         assert "carol" in row.inner_text() and "lobby" in row.inner_text()
         assert "lobby" in page.inner_text("#rooms")
+        row.locator("td.in", has_text="1 msg · 2 B").wait_for()
+        assert row.locator("td.out").inner_text().startswith("0 msgs · ")
+        # a broadcast from the page reaches carol, and her row counts it
+        lobby = page.locator("#rooms tr", has_text="lobby")
+        lobby.locator("input").fill("hello")
+        lobby.locator("button", has_text="Broadcast").click()
+        assert carol.recv(timeout=20) in ("hello", b"hello")
+        row.locator("td.out", has_text="1 msg · ").wait_for()
         row.locator("button", has_text="Close").click()
         page.wait_for_selector("#sessions .empty")
         with pytest.raises(websockets.ConnectionClosed):

@@ -3,7 +3,7 @@
 Off unless `--inspect TOKEN` or `--api-key KEY` is given; its data and actions need that token
 (`Authorization: Bearer ...`; the page asks for it, or takes it from `#token=...`). It shows the
 rooms with their counts (cluster-wide), this node's sessions (id, route, remote address, rooms,
-attributes, age), message and byte rates (the totals /metrics exports), and the recent handler
+attributes, age, messages and bytes each way), message and byte rates (the totals /metrics exports), and the recent handler
 errors; it closes a session and broadcasts to a room through the HTTP API (api.py), mounted under
 /_diesel/inspect/api/ with the inspector's token, so both act anywhere in the cluster.
 
@@ -105,6 +105,9 @@ class Inspector:
         }
 
     def _session(self, session: Session, now: float) -> dict[str, Any]:
+        # The wire's own counters, as the access log's close line writes them: payload bytes in,
+        # everything written out (the 101 included); a broadcast counts once per recipient.
+        messages_in, bytes_in, messages_out, bytes_out = session.conn.summary()[:4]
         return {
             "id": session.id,
             "route": session.route.path,
@@ -112,6 +115,7 @@ class Inspector:
             "rooms": sorted(room.name for room in session.rooms),
             "attributes": session.route.script.attributes(session),
             "age": round(now - self._opened.get(session, self._started), 1),
+            "messages_in": messages_in, "bytes_in": bytes_in, "messages_out": messages_out, "bytes_out": bytes_out,
         }
 
 

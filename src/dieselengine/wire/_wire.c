@@ -177,8 +177,8 @@ typedef struct Conn {
     buffer_t in, parts, out;
     size_t out_at;
     /* While in HANDSHAKE: the client's address, the deadline, and the list of handshaking
-     * connections, oldest first. From the 101 on, the same bytes count the session's traffic (the
-     * access log) and keep its --message-rate bucket, so an idle connection does not grow. */
+     * connections, oldest first. From the 101 on, the same place counts the session's traffic
+     * (`summary`: the access log and the inspector) and keeps its --message-rate bucket. */
     union {
         struct {
             unsigned char peer[16];
@@ -186,8 +186,9 @@ typedef struct Conn {
             struct Conn *prev, *next;
         };
         struct {
-            unsigned long long bytes_in, bytes_out;
-            uint32_t messages_in, messages_out;
+            /* Payload bytes and messages from the client; bytes written and messages sent to it
+             * (a broadcast counts once per recipient), 64 bits: a long session does not wrap. */
+            unsigned long long bytes_in, bytes_out, messages_in, messages_out;
             double full_at;  /* when the message-rate bucket is full again (GCRA) */
             double opened;   /* when the 101 went out; once GONE, the seconds it was open */
         };
@@ -1513,8 +1514,8 @@ static PyObject *Conn_summary(Conn *c, PyObject *unused) {
     static const char *const closers[] = {NULL, "server", "client"};
     if (c->state < OPEN) return Py_BuildValue("(iiiidiz)", 0, 0, 0, 0, 0.0, 0, NULL);
     double seconds = c->state == GONE ? c->opened : now() - c->opened;
-    return Py_BuildValue("(kKkKdiz)", (unsigned long)c->messages_in, c->bytes_in, (unsigned long)c->messages_out,
-                         c->bytes_out, seconds, (int)c->close_code, closers[c->closer]);
+    return Py_BuildValue("(KKKKdiz)", c->messages_in, c->bytes_in, c->messages_out, c->bytes_out, seconds,
+                         (int)c->close_code, closers[c->closer]);
 }
 
 static PyObject *Conn_respond(Conn *c, PyObject *args) {
