@@ -3,9 +3,10 @@
 Off unless `--inspect TOKEN` or `--api-key KEY` is given; its data and actions need that token
 (`Authorization: Bearer ...`; the page asks for it, or takes it from `#token=...`). It shows the
 rooms with their counts (cluster-wide), this node's sessions (id, route, remote address, rooms,
-attributes, age, messages and bytes each way), message and byte rates (the totals /metrics exports), and the recent handler
-errors; it closes a session and broadcasts to a room through the HTTP API (api.py), mounted under
-/_diesel/inspect/api/ with the inspector's token, so both act anywhere in the cluster.
+attributes, age, messages and bytes each way), message and byte rates (the totals /metrics
+exports), and the recent handler errors; it closes a session and broadcasts to a room through the
+HTTP API (api.py), mounted under /_diesel/inspect/api/ with the inspector's token, so both act
+anywhere in the cluster.
 
     GET  /_diesel/inspect              the page (no data in it; no token needed)
     GET  /_diesel/inspect/state        JSON: node, totals, rooms, sessions, errors
