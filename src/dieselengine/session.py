@@ -40,6 +40,11 @@ class Connection(Protocol):
         """Hand this session's text messages to a script engine's entry with the session's handle,
         without a Python call in between (the wire's `Entry`); (None, None) undoes it."""
 
+    def summary(self) -> tuple[int, int, int, int, float, int, str | None]:
+        """(messages in, payload bytes in, messages out, bytes written, seconds open, close code,
+        who closed: "server", "client" or None), counted by the wire where frames are read and
+        written; the access log's close line and the inspector read it."""
+
 
 #: Rooms a session holds in a tuple, remade on each join and leave, before it switches to a dict.
 _FEW_ROOMS = 8
