@@ -8,6 +8,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import frames
+
 if TYPE_CHECKING:
     from .script import JsScript
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 #
 # The binding does not expose the JSRuntime pointer; it is the first field after the object header
 # of its Context, which is checked with JS_GetRuntimeOpaque (the binding stores the Context there).
-# If anything does not match, the script falls back to `set_time_limit`.
+# If anything does not match, the script falls back to `set_time_limit`. Where a call is stopped
+# is the handler's to say too (frames.py).
 
 _INTERRUPT_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 try:
@@ -50,7 +53,7 @@ def _on_interrupt(rt: int, opaque: int) -> int:
         script._seen_entry = script._entry.entries
         script._entry_cpu = now
         return 0
-    return 1 if now - script._entry_cpu >= script._timeout else 0
+    return frames.interrupting(script, rt) if now - script._entry_cpu >= script._timeout else 0
 
 
 def runtime_of(ctx: Any) -> int | None:
@@ -72,6 +75,7 @@ def watch(script: JsScript, ctx: Any) -> tuple[int, int] | None:
     rt = runtime_of(ctx)
     if rt is None:
         return None
+    script._fields = frames.layout(ctypes.cast(_on_interrupt, ctypes.c_void_p).value)
     key = next(_watch_keys)
     _watched[key] = weakref.ref(script)
     _engine.JS_SetInterruptHandler(rt, _on_interrupt, key)

@@ -851,6 +851,22 @@ defineProperty(Error, "prepareStackTrace", {
   configurable: false,
 });
 
+// ---- Error.stackTraceLimit -----------------------------------------------------------------------
+//
+// The engine converts its stack trace limit to a number at the start of every stack it builds. Just
+// after the server stops a call over its CPU time, and until that stack is started, the limit is
+// `limitHook` (put there from Python), whose valueOf has the server put the script's own limit back
+// and make the stack name the loop that ran (frames.py).
+const hostWhere = globalThis.__diesel_where__;
+delete globalThis.__diesel_where__;
+const limitOf = getter(Error, "stackTraceLimit"), toNumber = Number;
+const limitHook = Object.create(null);
+limitHook.valueOf = function () {
+  if (typeof hostWhere === "function") hostWhere();
+  return toNumber(limitOf(Error));
+};
+defineProperty(globalThis, "__diesel_limit_hook__", { value: limitHook, configurable: true });
+
 const globals = {
   console,
   server,
@@ -1020,10 +1036,14 @@ function halt(on) {
   return at;
 }
 
+// An entry into the engine that does nothing: one check of its interrupt countdown (frames.py).
+function nudge() {}
+
 const api = {
   openSession, callMessage, callMessageBinary, callClose, newSession, exportAttrs, drain, fire,
-  bindHooks, exportNames, post, settled, reset, init, refetch, known, halt,
+  bindHooks, exportNames, post, settled, reset, init, refetch, known, halt, nudge,
   callUpgrade, upgradeDecision, adoptUpgrade, forgetUpgrade,
+  limitHook,  // held here too: the server's reference must never be the last one (it frees it unlocked)
 };
 return (name) => api[name];
 })()

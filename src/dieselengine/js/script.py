@@ -32,7 +32,7 @@ import quickjs
 
 from ..rooms import RoomLimitError
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
-from . import bytecode, cpu_limit, webapi
+from . import bytecode, cpu_limit, frames, webapi
 from .counts import HubLink, hub_link
 from .fetch import FetchError, Response, fetcher_for
 from .locations import JsError, first_location, locate
@@ -155,6 +155,16 @@ class JsScript:
         #: The rooms whose counts this script's context mirrors: those it has joined or asked the
         #: count of (through `_count_of`).
         self._mirrored: set[str] = set()
+        #: Where the CPU-time limit stops a call (frames.py): the engine's fields, the JSContext*, the
+        #: prelude's hook (a JSValue), the frame the handler last stopped (and what it displaced),
+        #: the checks let go in a row because no frame was running yet, and whether the job runner
+        #: is to move the next check (`nudge`).
+        self._fields: frames.Layout | None = None
+        self._context = 0
+        self._limit_hook: tuple[int, int] | None = None
+        self._trap: tuple[int, int, list[int], tuple[int, ...]] | None = None
+        self._declined = 0
+        self._nudge = False
         self._watch_key = 0
         self._runtime: int | None = None
         self._ctx: Any = None
@@ -195,7 +205,11 @@ class JsScript:
         # A call from the engine into Python, possible without the binding's time limit: the count
         # of a room the context does not mirror yet (the prelude takes it and hides it).
         ctx.add_callable("__diesel_count__", self._count_of)
+        # And one as the engine starts the stack of the error that stopped a call (frames.py).
+        ctx.add_callable("__diesel_where__", self._settle_frame)
         api = ctx.eval(_PRELUDE)
+        self._context = bytecode._context_of(ctx) or 0
+        self._limit_hook = frames.hook_of(ctx, "__diesel_limit_hook__")
         self._web = webapi.install(ctx, api("post"))
         bytecode.evaluate(ctx, _COMMONJS)
         self._api = api
@@ -205,6 +219,7 @@ class JsScript:
         self._fire_fn = api("fire")
         self._reset = api("reset")
         self._refetch = api("refetch")
+        self._nudge_fn = api("nudge")
         link = self._link = hub_link(self.hub)
         api("init")(json.dumps([{}, []]), self.hub.settings.max_rooms_per_session)
         link.scripts.append(self)
@@ -760,6 +775,10 @@ class JsScript:
             self._mirrored.add(room)
         return members
 
+    def _settle_frame(self) -> None:
+        if self._runtime is not None and not self._unloaded:
+            frames.settle(self, self._runtime)
+
     def _push_counts(self) -> None:
         if self._unloaded or not self._entry.stale:
             return
@@ -810,6 +829,12 @@ class JsScript:
                     break
             except quickjs.JSException as exc:
                 self._job_failed(str(exc))
+            if self._nudge:  # a check was let go: move the next one (frames.py)
+                self._nudge = False
+                try:
+                    self._nudge_fn()
+                except quickjs.JSException:
+                    pass  # stopped itself: the check it made was the one to move
             ran += 1
             if not ran & 255 and not self._halted and self._chain_cpu + time.thread_time() - started >= self._timeout:
                 self._halt()
@@ -832,6 +857,7 @@ class JsScript:
     def _job_failed(self, text: str) -> None:
         """An error a job threw. One past the CPU time stops the chain (logged once, with the
         first such error, when the chain is over)."""
+        frames.disarm(self)
         if not self._halted and text.startswith("InternalError: interrupted"):
             self._halt()
         if self._halted:
@@ -924,6 +950,7 @@ class JsScript:
     # -- errors ----------------------------------------------------------------------------------
 
     def _describe(self, text: str) -> str:
+        frames.disarm(self)  # if the error that stopped a call had no stack built (frames.py)
         text = locate(text)
         if text.strip() == "null":
             # The engine could not even allocate the error object: the memory limit was hit
@@ -936,9 +963,9 @@ class JsScript:
             first += f" (the script reached its memory limit of {_size(self._memory)}: --script-memory)"
         elif first.startswith("RangeError: Maximum call stack size exceeded"):
             first += f" (stack limit {_size(self._stack)})"
-            frames = rest.split("\n")
-            if len(frames) > 6:
-                rest = "\n".join(frames[:6] + ["    ..."])
+            rows = rest.split("\n")
+            if len(rows) > 6:
+                rest = "\n".join(rows[:6] + ["    ..."])
         return first + ("\n" + rest if rest else "")
 
     def describe_error(self, exc: BaseException) -> str:
@@ -1038,6 +1065,8 @@ class JsScript:
             self._modules.close()
         if self._link is not None and self in self._link.scripts:
             self._link.scripts.remove(self)
+        if self._ctx is not None:
+            frames.release(self)
         if self._watch_key:
             cpu_limit.unwatch(self._runtime if self._ctx is not None else None, self._watch_key)
         self._live.clear()
