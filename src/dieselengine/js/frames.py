@@ -20,7 +20,8 @@ the script's own limit back and, if exactly one word of that frame changed since
 counter, which the handler had not seen saved), moves that counter past the jump's target. The
 stack then names the loop's first instruction, as the engine's own line table has it (an empty
 loop body has no position of its own: the code before it is named). Nothing is written to a frame
-unless all of this holds and the frame is found among the live ones.
+unless all of this holds and the frame is found among the live ones, and nothing of this runs
+unless a call is stopped: it costs an ordinary call nothing.
 
 The engine's structures are reached through two fields found at run time, on a throwaway context
 (`layout`): the runtime's current frame is the word before its interrupt handler (found next to the
@@ -131,7 +132,7 @@ def hook_of(ctx: Any, name: str) -> tuple[int, int] | None:
     if value.tag != -1:  # not an object
         engine.JS_FreeValue(cp, value)
         return None
-    return value.ptr, value.tag
+    return value.ptr, value.tag & ((1 << 64) - 1)  # as the words of a JSValue read
 
 
 def release(script: JsScript) -> None:
@@ -178,7 +179,7 @@ def settle(script: JsScript, rt: int) -> None:
     """Called by the hook as the engine starts the stack of the error that stopped a call."""
     trap = disarm(script)
     fields = script._fields
-    if trap is None or fields is None or trap[0] != script._entry.entries:
+    if trap is None or fields is None or not rt or trap[0] != script._entry.entries:
         return
     _, frame, before = trap
     live = ctypes.c_void_p.from_address(rt + fields.frame).value or 0

@@ -776,8 +776,7 @@ class JsScript:
         return members
 
     def _settle_frame(self) -> None:
-        if self._runtime is not None and not self._unloaded:
-            frames.settle(self, self._runtime)
+        frames.settle(self, self._runtime or 0)
 
     def _push_counts(self) -> None:
         if self._unloaded or not self._entry.stale:
