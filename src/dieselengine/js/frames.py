@@ -97,18 +97,14 @@ def layout(handler_address: int) -> Layout | None:
         if before or not depths or not depths[0] or ctypes.c_void_p.from_address(rt + frame).value:
             return None
 
-        def limit_at() -> list[int]:
-            words = _words(cp, 512)
-            return [i * _WORD for i in range(len(words) - 1)
-                    if words[i] & 0xFFFFFFFF == sentinel and words[i + 1] == _TAG_INT]
+        def holds(offset: int, value: int) -> bool:
+            payload, tag = _words(cp + offset, 2)
+            return payload & 0xFFFFFFFF == value and tag == _TAG_INT
 
-        sentinel = 0x5EED1
-        ctx.eval(f"Error.stackTraceLimit = {sentinel}")
-        first = limit_at()
-        sentinel += 1
-        ctx.eval(f"Error.stackTraceLimit = {sentinel}")
-        found = [offset for offset in limit_at() if offset in first]
-        return Layout(frame, found[0]) if len(found) == 1 else None
+        ctx.eval("Error.stackTraceLimit = 388817")
+        limit = next((i * _WORD for i in range(510) if holds(i * _WORD, 388817)), None)
+        ctx.eval("Error.stackTraceLimit = 388818")
+        return Layout(frame, limit) if limit is not None and holds(limit, 388818) else None
     finally:
         cpu_limit._engine.JS_SetInterruptHandler(rt, cpu_limit._INTERRUPT_HANDLER(), None)
 
