@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 import websockets
@@ -49,21 +51,32 @@ async def _round_trip(url: str, expected: str) -> None:
         assert reply.startswith(expected), reply
 
 
+def _cpu_seconds(server) -> float:
+    """The server process's CPU time so far (user + system)."""
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def bystanders(server, seconds: float, until: asyncio.Future | None = None) -> int:
-    """Probe the innocent routes for `seconds` (and until `until` is done); returns the rounds made."""
+    """Probe the innocent routes for `seconds` (and until `until` is done); returns the rounds made.
+    A probe past its bound says how much CPU time the server had meanwhile: a server that used
+    little of it was kept waiting by the machine (other processes on its cores), not by a script."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     rounds = 0
     while loop.time() < deadline or (until is not None and not until.done()):
         for what, probe, limit in (
-                ("the innocent JS route", _round_trip(server.url("/ws/innocent"), "js ping"), 2.0),
-                ("the Python route", _round_trip(server.url("/ws/py"), "py ping"), 2.0),
-                ("/healthz", _healthz(server.port), 3.0)):
+                ("the innocent JS route", lambda: _round_trip(server.url("/ws/innocent"), "js ping"), 2.0),
+                ("the Python route", lambda: _round_trip(server.url("/ws/py"), "py ping"), 2.0),
+                ("/healthz", lambda: _healthz(server.port), 3.0)):
+            cpu = _cpu_seconds(server)
             try:
-                await asyncio.wait_for(probe, limit)
+                await asyncio.wait_for(probe(), limit)
             except asyncio.TimeoutError:
-                raise AssertionError(f"{what} did not answer within {limit} s during the attack "
-                                     f"(round {rounds})\n{server.log()[-3000:]}") from None
+                used = _cpu_seconds(server) - cpu
+                raise AssertionError(f"{what} did not answer within {limit} s during the attack (round {rounds}; "
+                                     f"the server had {used:.2f} s of CPU time meanwhile)\n"
+                                     f"{server.log()[-3000:]}") from None
         rounds += 1
         await asyncio.sleep(0.05)
     assert rounds >= 1
