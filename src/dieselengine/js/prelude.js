@@ -688,9 +688,9 @@ const server = Object.freeze({
 // 1-2 s). One such call, or a loop of 10,000 shorter ones between two checks, would stall the
 // server's event loop. So: a call costing more than LIGHT steps is followed by `check()`, which
 // makes the engine consult the handler at once; a search costing more than HEAVY runs in
-// JavaScript (a loop over the candidates), interruptible; an
-// array longer than HEAVY is refused with a RangeError (it can only be sparse: dense, it would
-// not fit the default memory limit). What slips past these, the server's watchdog reports.
+// JavaScript (a loop over the candidates, interruptible); an array longer than HEAVY is refused
+// with a RangeError (it can only be sparse: dense, it would not fit the default memory limit).
+// What slips past these, the server's watchdog reports.
 const LIGHT = 1 << 16, HEAVY = 1 << 24;
 const isArray = Array.isArray;
 const startsWith = uncurry(String.prototype.startsWith), strSlice = uncurry(String.prototype.slice);

@@ -833,7 +833,7 @@ class JsScript:
                 try:
                     self._nudge_fn()
                 except quickjs.JSException:
-                    pass  # stopped itself: the check it made was the one to move
+                    pass  # stopped at its own check (the script is over its time): the next job will be
             ran += 1
             if not ran & 255 and not self._halted and self._chain_cpu + time.thread_time() - started >= self._timeout:
                 self._halt()
