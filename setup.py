@@ -1,8 +1,10 @@
 """Build hooks for the C wire: TLS (OpenSSL) and permessage-deflate (zlib) where their headers are.
 
 The extension itself is declared in pyproject.toml. Each library is probed by compiling and linking
-a few lines with the same compiler; a missing one is left out with a warning (the wire then refuses
-`--certfile` or negotiates no compression, each with one clear line) instead of failing the build.
+a few lines with the same compiler and flags, as the extension is linked (a shared object, so
+$LDFLAGS count: a build with -fsanitize=address in $CFLAGS and $LDFLAGS probes like it builds); a
+missing one is left out with a warning (the wire then refuses `--certfile` or negotiates no
+compression, each with one clear line) instead of failing the build.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class _BuildExt(build_ext):
                 file.write(program)
             try:
                 objects = self.compiler.compile([source], output_dir=folder)
-                self.compiler.link_executable(objects, "probe", output_dir=folder, libraries=libraries)
+                self.compiler.link_shared_object(objects, "probe.so", output_dir=folder, libraries=libraries)
             except Exception:  # CompileError, LinkError: the library is not usable here
                 return False
         return True
