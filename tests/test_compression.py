@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import zlib
 
 import pytest
@@ -168,6 +169,33 @@ def test_small_window_asked_by_the_client(serve, scripts):
         client.sock.sendall(client_frame(0x41, deflate(message)))
         payload = client.read_frame()[1]
         assert client.rsv1 and inflate(payload, wbits=8) == message and len(payload) < len(message)
+    finally:
+        client.close()
+
+
+@served
+@pytest.mark.parametrize("bits", [8, 9, 12, 15])
+def test_small_and_large_messages_in_the_window_asked(serve, scripts, bits):
+    """Messages under and over 4 KiB are compressed by different compressors (a larger hash for
+    large ones): each inflates with the window the client asked for, text and binary."""
+    server = serve(scripts)
+    client = RawClient(server.port, "/ws/echo",
+                       f"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits={bits}\r\n")
+    verse = ("Habe nun, ach! Philosophie, Juristerei und Medizin, und leider auch Theologie "
+             "durchaus studiert, mit heißem Bemühn. ").encode()
+    block = random.Random(7).randbytes(3000)  # repeated: matches 3000 bytes back, past a small window
+    noise = random.Random(8).randbytes(131072)
+    try:
+        for opcode, message in ((0x1, (verse * 40)[:4095]), (0x1, verse * 40), (0x1, (verse * 1200)[:131072]),
+                                (0x2, (block * 2)[:4095]), (0x2, (block * 2)[:4096]), (0x2, (block * 44)[:131072]),
+                                (0x2, noise)):
+            client.sock.sendall(client_frame(0x40 | opcode, deflate(message)))
+            got, payload = client.read_frame()
+            assert got == opcode and (inflate(payload, wbits=bits) if client.rsv1 else payload) == message
+            if message is noise:
+                assert not client.rsv1  # it cannot shrink: sent plain
+            elif opcode == 0x1 or 1 << bits > len(block):  # (a smaller window cannot reach back a block)
+                assert client.rsv1
     finally:
         client.close()
 
