@@ -8,7 +8,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from . import frames
+from . import stopped_frame
 
 if TYPE_CHECKING:
     from .script import JsScript
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # The binding does not expose the JSRuntime pointer; it is the first field after the object header
 # of its Context, which is checked with JS_GetRuntimeOpaque (the binding stores the Context there).
 # If anything does not match, the script falls back to `set_time_limit`. Where a call is stopped
-# is the handler's to say too (frames.py).
+# is the handler's to say too (stopped_frame.py).
 
 _INTERRUPT_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 try:
@@ -53,7 +53,7 @@ def _on_interrupt(rt: int, opaque: int) -> int:
         script._seen_entry = script._entry.entries
         script._entry_cpu = now
         return 0
-    return frames.interrupting(script, rt) if now - script._entry_cpu >= script._timeout else 0
+    return stopped_frame.interrupting(script, rt) if now - script._entry_cpu >= script._timeout else 0
 
 
 def runtime_of(ctx: Any) -> int | None:
@@ -75,7 +75,7 @@ def watch(script: JsScript, ctx: Any) -> tuple[int, int] | None:
     rt = runtime_of(ctx)
     if rt is None:
         return None
-    script._fields = frames.layout(ctypes.cast(_on_interrupt, ctypes.c_void_p).value)
+    script._fields = stopped_frame.layout(ctypes.cast(_on_interrupt, ctypes.c_void_p).value)
     key = next(_watch_keys)
     _watched[key] = weakref.ref(script)
     _engine.JS_SetInterruptHandler(rt, _on_interrupt, key)

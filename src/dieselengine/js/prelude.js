@@ -849,7 +849,7 @@ defineProperty(Error, "prepareStackTrace", {
 // The engine converts its stack trace limit to a number at the start of every stack it builds. Just
 // after the server stops a call over its CPU time, and until that stack is started, the limit is
 // `limitHook` (put there from Python), whose valueOf has the server put the script's own limit back
-// and make the stack name the loop that ran (frames.py).
+// and make the stack name the loop that ran (stopped_frame.py).
 const hostWhere = globalThis.__diesel_where__;
 delete globalThis.__diesel_where__;
 const limitOf = getter(Error, "stackTraceLimit"), toNumber = Number;
@@ -1029,7 +1029,7 @@ function halt(on) {
   return at;
 }
 
-// An entry into the engine that does nothing: one check of its interrupt countdown (frames.py).
+// An entry into the engine that does nothing: one check of its interrupt countdown (stopped_frame.py).
 function nudge() {}
 
 const api = {

@@ -32,7 +32,7 @@ import quickjs
 
 from ..rooms import RoomLimitError
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
-from . import bytecode, cpu_limit, frames, webapi
+from . import bytecode, cpu_limit, stopped_frame, webapi
 from .counts import HubLink, hub_link
 from .fetch import FetchError, Response, fetcher_for
 from .locations import JsError, first_location, locate
@@ -155,11 +155,11 @@ class JsScript:
         #: The rooms whose counts this script's context mirrors: those it has joined or asked the
         #: count of (through `_count_of`).
         self._mirrored: set[str] = set()
-        #: Where the CPU-time limit stops a call (frames.py): the engine's fields, the JSContext*, the
+        #: Where the CPU-time limit stops a call (stopped_frame.py): the engine's fields, the JSContext*, the
         #: prelude's hook (a JSValue), the frame the handler last stopped (and what it displaced),
         #: the checks let go in a row because no frame was running yet, and whether the job runner
         #: is to move the next check (`nudge`).
-        self._fields: frames.Layout | None = None
+        self._fields: stopped_frame.Layout | None = None
         self._context = 0
         self._limit_hook: tuple[int, int] | None = None
         self._trap: tuple[int, int, list[int], tuple[int, ...]] | None = None
@@ -205,11 +205,11 @@ class JsScript:
         # A call from the engine into Python, possible without the binding's time limit: the count
         # of a room the context does not mirror yet (the prelude takes it and hides it).
         ctx.add_callable("__diesel_count__", self._count_of)
-        # And one as the engine starts the stack of the error that stopped a call (frames.py).
+        # And one as the engine starts the stack of the error that stopped a call (stopped_frame.py).
         ctx.add_callable("__diesel_where__", self._settle_frame)
         api = ctx.eval(_PRELUDE)
         self._context = bytecode._context_of(ctx) or 0
-        self._limit_hook = frames.hook_of(ctx, "__diesel_limit_hook__")
+        self._limit_hook = stopped_frame.hook_of(ctx, "__diesel_limit_hook__")
         self._web = webapi.install(ctx, api("post"))
         bytecode.evaluate(ctx, _COMMONJS)
         self._api = api
@@ -776,7 +776,7 @@ class JsScript:
         return members
 
     def _settle_frame(self) -> None:
-        frames.settle(self, self._runtime or 0)
+        stopped_frame.settle(self, self._runtime or 0)
 
     def _push_counts(self) -> None:
         if self._unloaded or not self._entry.stale:
@@ -828,7 +828,7 @@ class JsScript:
                     break
             except quickjs.JSException as exc:
                 self._job_failed(str(exc))
-            if self._nudge:  # a check was let go: move the next one (frames.py)
+            if self._nudge:  # a check was let go: move the next one (stopped_frame.py)
                 self._nudge = False
                 try:
                     self._nudge_fn()
@@ -856,7 +856,7 @@ class JsScript:
     def _job_failed(self, text: str) -> None:
         """An error a job threw. One past the CPU time stops the chain (logged once, with the
         first such error, when the chain is over)."""
-        frames.disarm(self)
+        stopped_frame.disarm(self)
         if not self._halted and text.startswith("InternalError: interrupted"):
             self._halt()
         if self._halted:
@@ -949,7 +949,7 @@ class JsScript:
     # -- errors ----------------------------------------------------------------------------------
 
     def _describe(self, text: str) -> str:
-        frames.disarm(self)  # if the error that stopped a call had no stack built (frames.py)
+        stopped_frame.disarm(self)  # if the error that stopped a call had no stack built (stopped_frame.py)
         text = locate(text)
         if text.strip() == "null":
             # The engine could not even allocate the error object: the memory limit was hit
@@ -1065,7 +1065,7 @@ class JsScript:
         if self._link is not None and self in self._link.scripts:
             self._link.scripts.remove(self)
         if self._ctx is not None:
-            frames.release(self)
+            stopped_frame.release(self)
         if self._watch_key:
             cpu_limit.unwatch(self._runtime if self._ctx is not None else None, self._watch_key)
         self._live.clear()
