@@ -78,6 +78,10 @@ def test_parameters_headers_binary_close_and_errors(tmp_path, name):
         assert (client.close_code, client.close_reason) == (4001, "kicked")
         with pytest.raises(ClientClosed):
             client.send("too late")
+        # what a wire would count for the access log and the inspector: 4 messages (13 payload bytes)
+        # in; out, the request's JSON, the reversed bytes and the echo (the close is no message)
+        messages_in, bytes_in, messages_out, _, _, code, closed_by = client.connection.summary()
+        assert (messages_in, bytes_in, messages_out, code, closed_by) == (4, 13, 3, 4001, "server")
 
 
 def test_timers_fire_when_the_clock_is_advanced(tmp_path):

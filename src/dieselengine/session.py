@@ -36,7 +36,7 @@ class Connection(Protocol):
     def keepalive(self) -> None:
         """Called once per ping interval: ping a silent client, drop one that did not answer."""
 
-    def direct(self, entry: object | None, handle: object) -> None:
+    def direct(self, entry: Any, handle: object) -> None:
         """Hand this session's text messages to a script engine's entry with the session's handle,
         without a Python call in between (the wire's `Entry`); (None, None) undoes it."""
 

@@ -77,21 +77,32 @@ class _ClockLoop(asyncio.SelectorEventLoop):
 
 class _Connection:
     """The harness's side of a session's connection (`session.Connection`): frames written to it
-    are decoded into the client's inbox; a close the server starts is answered at once."""
+    are decoded into the client's inbox; a close the server starts is answered at once. It counts
+    what a wire counts, on the harness's clock."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self.paused = False
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+        self.closed_by: str | None = None
+        self._opened = client._harness._loop.time()
 
     def write(self, data: bytes) -> int:
-        self._client._frames(data)
+        self.bytes_out += len(data)
+        self.messages_out += self._client._frames(data)
         return 0
 
     def close(self, code: int, reason: str) -> None:
         client = self._client
         if client.close_code is None:
             client.close_code, client.close_reason = code, reason
+            self.closed_by = "server"
             client._harness._loop.call_soon(client._ended)
+
+    def summary(self) -> tuple[int, int, int, int, float, int, str | None]:
+        seconds = self._client._harness._loop.time() - self._opened
+        return (self.messages_in, self.bytes_in, self.messages_out, self.bytes_out, seconds,
+                self._client.close_code or 0, self.closed_by)
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -153,7 +164,11 @@ class Client:
         if size > self._harness.settings.max_message_size:
             self.session.mark_closing(by_server=True)
             self.connection.close(1009, "message too big")
-        elif self.connection.paused:
+            self._harness.settle()
+            return
+        self.connection.messages_in += 1
+        self.connection.bytes_in += size
+        if self.connection.paused:
             self._held.append(message)
         else:
             self._harness._dispatcher.received(self.session, message)
@@ -166,6 +181,7 @@ class Client:
         """The client closes the connection: the script's onClose runs."""
         if not self.closed:
             self.close_code, self.close_reason = code, reason
+            self.connection.closed_by = "client"
             self.session.mark_closing()
             self._ended()
         self._harness.settle()
@@ -193,9 +209,10 @@ class Client:
             raise AssertionError(f"expected a JSON text message, got binary {message!r}")
         return json.loads(message)
 
-    def _frames(self, data: bytes) -> None:
-        """Decode the server's frames (unmasked, unfragmented) into messages."""
+    def _frames(self, data: bytes) -> int:
+        """Decode the server's frames (unmasked, unfragmented) into messages; how many."""
         view = memoryview(data)
+        count = len(self.inbox)
         while view:
             opcode, length, start = view[0] & 0x0F, view[1] & 0x7F, 2
             if length == 126:
@@ -208,6 +225,7 @@ class Client:
                 self.inbox.append(payload.decode())
             elif opcode == 2:
                 self.inbox.append(payload)
+        return len(self.inbox) - count
 
     def _release_held(self) -> None:
         held, self._held = self._held, []
