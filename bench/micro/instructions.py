@@ -1,5 +1,6 @@
-"""The server's instructions per echo and per fan-out delivery, counted by callgrind: a figure the
-shared machine's load does not move, for changes too small for the timed benchmarks to see.
+"""The server's instructions per echo, per fan-out delivery and per handshake, counted by callgrind:
+a figure the shared machine's load does not move, for changes too small for the timed benchmarks to
+see.
 
 Each build (a `diesel` executable; several compare side by side) serves bench/servers/diesel_js
 on the C wire under `valgrind --tool=callgrind` with instrumentation off; a client in this process
@@ -8,11 +9,15 @@ warms it up, then instrumentation is on only while it runs, one message in fligh
     echo     ECHO 64-byte text messages to /ws/echo, each waiting for its echo
     fanout   FANOUT 64-byte messages from one of MEMBERS members of /ws/chat, each waiting until
              every other member has it (one frame per write: the outbox has nothing to join)
+    handshake HANDSHAKES connections to /ws/echo, one after the other, each kept open: accept, the
+             request head, the 101 and the script's onOpen (the access log off, as for the others)
 
     python bench/micro/instructions.py DIESEL [DIESEL ...] [--echo 2000] [--fanout 200] [--members 50]
+                                       [--handshakes 500]
 
 Prints user-space instructions (callgrind's Ir: the server's own code, Python and quickjs-ng; not
-the kernel's) per echo and per delivery. Repeat runs of one build differ by about 0.5 %.
+the kernel's) per echo, per delivery and per handshake. Repeat runs of one build differ by about
+0.5 %.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ def totals(dump: Path) -> int:
     raise RuntimeError(f"no totals in {dump}")
 
 
-async def workload(port: int, control: Callable[..., None], echoes: int, messages: int, members: int) -> None:
+async def workload(port: int, control: Callable[..., None], echoes: int, messages: int, members: int,
+                   handshakes: int) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{port}/ws/echo", **OPTIONS) as echo:
         for _ in range(50):
             await echo.send(MESSAGE)
@@ -75,10 +81,16 @@ async def workload(port: int, control: Callable[..., None], echoes: int, message
     control("--dump=fanout")
     for client in clients:
         await client.close()
+    control("-i", "on")
+    opened = [await websockets.connect(f"ws://127.0.0.1:{port}/ws/echo", **OPTIONS) for _ in range(handshakes)]
+    control("-i", "off")
+    control("--dump=handshake")
+    for client in opened:
+        await client.close()
 
 
-def measure(diesel: str, echoes: int, messages: int, members: int) -> tuple[float, float]:
-    """(instructions per echo, instructions per fan-out delivery) of one build."""
+def measure(diesel: str, echoes: int, messages: int, members: int, handshakes: int) -> tuple[float, float, float]:
+    """(instructions per echo, per fan-out delivery, per handshake) of one build."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
@@ -100,11 +112,12 @@ def measure(diesel: str, echoes: int, messages: int, members: int) -> tuple[floa
                     time.sleep(0.5)
             else:
                 raise RuntimeError(f"{diesel} did not answer /healthz under valgrind")
-            asyncio.run(workload(port, control, echoes, messages, members))
+            asyncio.run(workload(port, control, echoes, messages, members, handshakes))
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(120)
-        return totals(Path(f"{out}.1")) / echoes, totals(Path(f"{out}.2")) / (messages * (members - 1))
+        return (totals(Path(f"{out}.1")) / echoes, totals(Path(f"{out}.2")) / (messages * (members - 1)),
+                totals(Path(f"{out}.3")) / handshakes)
 
 
 def main() -> int:
@@ -113,12 +126,13 @@ def main() -> int:
     parser.add_argument("--echo", type=int, default=2000)
     parser.add_argument("--fanout", type=int, default=200)
     parser.add_argument("--members", type=int, default=50)
+    parser.add_argument("--handshakes", type=int, default=500)
     args = parser.parse_args()
-    print("| build | instructions per echo | instructions per fan-out delivery |")
-    print("|---|---|---|")
+    print("| build | instructions per echo | instructions per fan-out delivery | instructions per handshake |")
+    print("|---|---|---|---|")
     for diesel in args.diesel:
-        echo, delivery = measure(diesel, args.echo, args.fanout, args.members)
-        print(f"| {diesel} | {echo:,.0f} | {delivery:,.0f} |", flush=True)
+        echo, delivery, handshake = measure(diesel, args.echo, args.fanout, args.members, args.handshakes)
+        print(f"| {diesel} | {echo:,.0f} | {delivery:,.0f} | {handshake:,.0f} |", flush=True)
     return 0
 
 

@@ -2039,12 +2039,25 @@ enum { H_UPGRADE, H_CONNECTION, H_VERSION, H_KEY, H_COUNT };
 static const char *const UPGRADE_HEADERS[H_COUNT] = {"upgrade", "connection", "sec-websocket-version",
                                                      "sec-websocket-key"};
 
+/* The next "\r\n" in [p, end), or NULL. memchr for the '\n' is vectorised where glibc's memmem of a
+ * two-byte needle is not: memmem was 8 % of a handshake's instructions (callgrind). */
+static const char *find_crlf(const char *p, const char *end) {
+    const char *start = p;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) return NULL;
+        if (nl > start && nl[-1] == '\r') return nl - 1;
+        p = nl + 1;
+    }
+    return NULL;
+}
+
 /* One pass over the header block (four memmem passes showed in profiles). */
 static void upgrade_headers(const char *headers, size_t size, const char *value[H_COUNT], size_t length[H_COUNT]) {
     const char *line = headers, *end = headers + size;
     for (int i = 0; i < H_COUNT; i++) value[i] = NULL;
     while (line < end) {
-        const char *next = memmem(line, (size_t)(end - line), "\r\n", 2);
+        const char *next = find_crlf(line, end);
         const char *stop = next ? next : end;
         const char *colon = memchr(line, ':', (size_t)(stop - line));
         if (colon != NULL) {
@@ -2135,7 +2148,7 @@ static int deflate_offer(const char *p, const char *end, int *asked) {
 static int deflate_negotiate(const char *headers, size_t size, int *asked) {
     const char *line = headers, *end = headers + size;
     while (line < end) {
-        const char *next = memmem(line, (size_t)(end - line), "\r\n", 2);
+        const char *next = find_crlf(line, end);
         const char *stop = next ? next : end;
         if ((size_t)(stop - line) > 25 && strncasecmp(line, "sec-websocket-extensions:", 25) == 0) {
             const char *p = line + 25;
@@ -2221,7 +2234,7 @@ static int refused_parts(PyObject *parts[HEAD_PARTS], int status, const char *re
  * with a Python error (the parts made so far are the caller's to release). */
 static int request_parts(const char *head, size_t size, PyObject *parts[HEAD_PARTS], int compression,
                          unsigned char *deflate) {
-    const char *eol = memmem(head, size, "\r\n", 2);
+    const char *eol = find_crlf(head, head + size);
     size_t line = eol ? (size_t)(eol - head) : size;
     const char *headers = eol ? eol + 2 : head + size;
     size_t headers_size = (size_t)(head + size - headers);
