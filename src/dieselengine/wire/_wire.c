@@ -32,6 +32,7 @@
 
 #ifdef DIESEL_TLS
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #endif
 #ifdef DIESEL_DEFLATE
@@ -1951,86 +1952,51 @@ static PyObject *wire_frame(PyObject *module, PyObject *message) {
 
 /* -- the upgrade: RFC 6455 section 4.2 ------------------------------------------------------- */
 
-static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
-
-static void sha1_block(uint32_t h[5], const unsigned char *block) {
-    uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (int i = 0; i < 16; i++)
-        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
-               ((uint32_t)block[4 * i + 2] << 8) | block[4 * i + 3];
-    for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-#define ROUND(f, k, i) { uint32_t t = rol(a, 5) + (f) + e + (k) + w[i]; e = d; d = c; c = rol(b, 30); b = a; a = t; }
-    for (int i = 0; i < 20; i++) ROUND((b & c) | (~b & d), 0x5A827999, i)
-    for (int i = 20; i < 40; i++) ROUND(b ^ c ^ d, 0x6ED9EBA1, i)
-    for (int i = 40; i < 60; i++) ROUND((b & c) | (b & d) | (c & d), 0x8F1BBCDC, i)
-    for (int i = 60; i < 80; i++) ROUND(b ^ c ^ d, 0xCA62C1D6, i)
-#undef ROUND
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
-}
-
-/* SHA-1 with the CPU's SHA extensions (x86 SHA-NI): 0.6 us of a handshake in plain C, a tenth of
- * it with them. Four rounds per instruction; each group of four message words comes from the four
- * before it (msg1, xor, msg2), E is carried by sha1nexte. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define SHA_NI 1
-
-__attribute__((target("sha,sse4.1")))
-static void sha1_blocks_ni(uint32_t h[5], const unsigned char *data, size_t blocks) {
-    const __m128i swap = _mm_set_epi64x(0x0001020304050607LL, 0x08090a0b0c0d0e0fLL);
-    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0x1B);
-    __m128i e = _mm_set_epi32((int)h[4], 0, 0, 0);
-    for (; blocks; blocks--, data += 64) {
-        __m128i abcd_start = abcd, e_start = e, before = abcd, msg[4], wk;
-        for (int g = 0; g < 20; g++) {
-            if (g < 4)
-                msg[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16 * g)), swap);
-            else
-                msg[g & 3] = _mm_sha1msg2_epu32(
-                    _mm_xor_si128(_mm_sha1msg1_epu32(msg[g & 3], msg[(g + 1) & 3]), msg[(g + 2) & 3]),
-                    msg[(g + 3) & 3]);
-            wk = g == 0 ? _mm_add_epi32(e, msg[0]) : _mm_sha1nexte_epu32(before, msg[g & 3]);
-            before = abcd;
-            switch (g / 5) {
-            case 0: abcd = _mm_sha1rnds4_epu32(abcd, wk, 0); break;
-            case 1: abcd = _mm_sha1rnds4_epu32(abcd, wk, 1); break;
-            case 2: abcd = _mm_sha1rnds4_epu32(abcd, wk, 2); break;
-            default: abcd = _mm_sha1rnds4_epu32(abcd, wk, 3); break;
-            }
-        }
-        e = _mm_sha1nexte_epu32(before, e_start);
-        abcd = _mm_add_epi32(abcd, abcd_start);
+/* SHA-1 of the key and the GUID (the accept key), from a library, never our own: OpenSSL's where
+ * the wire links it (it uses the CPU's SHA instructions; its context and algorithm are made once,
+ * as OpenSSL 3 fetches an algorithm on every EVP_sha1 digest), else Python's hashlib. 0, or -1
+ * with a Python error. */
+#ifdef DIESEL_TLS
+static int sha1_digest(const unsigned char *data, size_t n, unsigned char digest[20]) {
+    static EVP_MD_CTX *ctx = NULL;
+    static EVP_MD *md = NULL;
+    if (ctx == NULL) {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+        md = EVP_MD_fetch(NULL, "SHA1", NULL);
+#else
+        md = (EVP_MD *)EVP_sha1();
+#endif
+        ctx = md ? EVP_MD_CTX_new() : NULL;
     }
-    _mm_storeu_si128((__m128i *)h, _mm_shuffle_epi32(abcd, 0x1B));
-    h[4] = (uint32_t)_mm_extract_epi32(e, 3);
+    unsigned int size = 0;
+    if (ctx == NULL || !EVP_DigestInit_ex(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, n) ||
+        !EVP_DigestFinal_ex(ctx, digest, &size) || size != 20) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL's SHA-1 failed");
+        return -1;
+    }
+    return 0;
 }
-
-static int has_sha_ni(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & bit_SHA)) return 0;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3);
+#else
+static int sha1_digest(const unsigned char *data, size_t n, unsigned char digest[20]) {
+    static PyObject *sha1 = NULL;
+    if (sha1 == NULL) {
+        PyObject *hashlib = PyImport_ImportModule("hashlib");
+        if (hashlib == NULL) return -1;
+        sha1 = PyObject_GetAttrString(hashlib, "sha1");
+        Py_DECREF(hashlib);
+        if (sha1 == NULL) return -1;
+    }
+    PyObject *hash = PyObject_CallFunction(sha1, "y#", (const char *)data, (Py_ssize_t)n);
+    PyObject *bytes = hash ? PyObject_CallMethod(hash, "digest", NULL) : NULL;
+    Py_XDECREF(hash);
+    if (bytes == NULL) return -1;
+    int ok = PyBytes_Check(bytes) && PyBytes_GET_SIZE(bytes) == 20;
+    if (ok) memcpy(digest, PyBytes_AS_STRING(bytes), 20);
+    Py_DECREF(bytes);
+    if (!ok) PyErr_SetString(PyExc_RuntimeError, "hashlib.sha1 gave no 20-byte digest");
+    return ok ? 0 : -1;
 }
 #endif
-
-/* SHA-1 of a message shorter than 120 bytes (a key and the GUID are 60): two blocks at most. */
-static void sha1_short(const unsigned char *data, size_t n, unsigned char digest[20]) {
-    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    unsigned char padded[128] = {0};
-    size_t blocks = n < 56 ? 1 : 2;
-    uint64_t bits = (uint64_t)n * 8;
-    memcpy(padded, data, n);
-    padded[n] = 0x80;
-    for (int i = 0; i < 8; i++) padded[64 * blocks - 1 - i] = (unsigned char)(bits >> (8 * i));
-#ifdef SHA_NI
-    static int ni = -1;
-    if (ni < 0) ni = has_sha_ni();
-    if (ni) sha1_blocks_ni(h, padded, blocks);
-    else
-#endif
-    for (size_t k = 0; k < blocks; k++) sha1_block(h, padded + 64 * k);
-    for (int i = 0; i < 20; i++) digest[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
-}
 
 static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -2189,7 +2155,7 @@ static PyObject *upgrade_answer(const char *method, size_t method_size, const ch
     unsigned char keyed[60], digest[21] = {0};
     memcpy(keyed, key, 24);
     memcpy(keyed + 24, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
-    sha1_short(keyed, sizeof keyed, digest);
+    if (sha1_digest(keyed, sizeof keyed, digest) < 0) return NULL;
     char accept[29];
     for (int i = 0, o = 0; i < 21; i += 3, o += 4) {
         uint32_t t = ((uint32_t)digest[i] << 16) | ((uint32_t)digest[i + 1] << 8) | digest[i + 2];
