@@ -38,6 +38,8 @@ if _engine is not None:
     _engine.JS_GetGlobalObject.restype = _JSValue
     _engine.JS_SetPropertyStr.argtypes = [ctypes.c_void_p, _JSValue, ctypes.c_char_p, _JSValue]
     _engine.JS_SetPropertyStr.restype = ctypes.c_int
+    _engine.JS_GetPropertyStr.argtypes = [ctypes.c_void_p, _JSValue, ctypes.c_char_p]
+    _engine.JS_GetPropertyStr.restype = _JSValue
     _engine.js_free.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     _engine.js_free.restype = None
 

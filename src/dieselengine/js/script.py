@@ -838,7 +838,7 @@ class JsScript:
                 try:
                     self._nudge_fn()
                 except quickjs.JSException:
-                    pass  # stopped at its own check (the script is over its time): the next job will be
+                    pass  # stopped at its own check: the script is over its time, and its next job stops the same way
             ran += 1
             if not ran & 255 and not self._halted and self._chain_cpu + time.thread_time() - started >= self._timeout:
                 self._halt()

@@ -113,14 +113,10 @@ def hook_of(ctx: Any, name: str) -> tuple[int, int] | None:
     """The prelude's `limitHook`, left at globalThis[name] (removed here), as a JSValue the script
     holds a reference to until `release`."""
     from . import bytecode
-    from .modules import _JSValue
 
     engine, cp = bytecode._engine, bytecode._context_of(ctx)
     if engine is None or not cp:
         return None
-    if engine.JS_GetPropertyStr.restype is not _JSValue:
-        engine.JS_GetPropertyStr.argtypes = [ctypes.c_void_p, _JSValue, ctypes.c_char_p]
-        engine.JS_GetPropertyStr.restype = _JSValue
     world = engine.JS_GetGlobalObject(cp)
     value = engine.JS_GetPropertyStr(cp, world, name.encode())
     engine.JS_FreeValue(cp, world)

@@ -1797,13 +1797,12 @@ static void Wire_dealloc(Wire *w) {
     if (w->tls) SSL_CTX_free(w->tls);
 #endif
 #ifdef DIESEL_DEFLATE
-    for (int i = 0; i < 16; i++) {
-        z_stream *z = w->deflaters[i / 8][i % 8];
-        if (z) {
-            deflateEnd(z);
-            free(z);
-        }
-    }
+    for (int large = 0; large < 2; large++)
+        for (int bits = 0; bits < 8; bits++)
+            if (w->deflaters[large][bits]) {
+                deflateEnd(w->deflaters[large][bits]);
+                free(w->deflaters[large][bits]);
+            }
     if (w->inflater) {
         inflateEnd(w->inflater);
         free(w->inflater);
