@@ -56,9 +56,11 @@ class Door:
         #: Upgrade hooks still running (async), so shutdown can cancel them.
         self.pending: set[asyncio.Future[Any]] = set()
         #: Whether every upgrade must come through here (else only those of routes with a hook).
-        self.guards = bool(self._origins or self._tokens or self._counting or access_log)
-        if self.guards:
+        self.guards = bool(self._origins or self._tokens or self._counting)
+        if self.guards or access_log:
             self._hub.end_listeners.append(self._ended)
+        if access_log:
+            self._hub.open_listeners.append(access_log.opened)
 
     # -- before the hook -----------------------------------------------------------------------
 
@@ -182,10 +184,8 @@ class Door:
         self._opened(session, upgrade.attributes.get("claims") if self._tokens and upgrade.attributes else None)
 
     def _opened(self, session: Session, claims: Any) -> None:
-        """The 101 went out: the session's on_open, its access-log line, its token's expiry."""
+        """The 101 went out: the session's on_open, its token's expiry."""
         self._dispatcher.opened(session)
-        if self._access_log is not None:
-            self._access_log.opened(session)
         if isinstance(claims, dict) and isinstance(claims.get("exp"), (int, float)):
             loop = self._hub.loop
             delay = max(0.0, claims["exp"] - time.time())

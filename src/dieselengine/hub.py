@@ -41,8 +41,8 @@ class Hub:
         #: Called with (room, members) whenever a room's count may have changed; script runtimes
         #: that cannot call back into Python mid-handler (QuickJS) keep a mirror of the counts.
         self.count_listeners: list[Callable[[str, int], None]] = []
-        #: Called with each new session (the inspector notes when it opened); None: no cost.
-        self.on_open: Callable[[Session], None] | None = None
+        #: Called with each new session before its on_open (the access log, the inspector).
+        self.open_listeners: list[Callable[[Session], None]] = []
         server.bind(self)
         #: Called with each session once its on_close returned (the access log, connection limits).
         self.end_listeners: list[Callable[[Session], None]] = []
@@ -145,8 +145,8 @@ class Hub:
     def add(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.stats.sessions_opened += 1
-        if self.on_open is not None:
-            self.on_open(session)
+        for listener in self.open_listeners:
+            listener(session)
 
     def close_session(self, session_id: str, code: int, reason: str) -> bool:
         """Close a session of this node by its id (an operator's request); False if it has none."""

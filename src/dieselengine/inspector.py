@@ -54,7 +54,7 @@ class Inspector:
         #: One API per accepted token (the API checks its own key).
         self._apis = {token.encode(): Api(settings, hub, token) for token in tokens}
         self._opened: weakref.WeakKeyDictionary[Session, float] = weakref.WeakKeyDictionary()
-        hub.on_open = self._note_open
+        hub.open_listeners.append(self._note_open)
         self.errors: deque[dict[str, Any]] = deque(maxlen=MAX_ERRORS)
         self._recorder = _ErrorRecorder(self.errors)
         logging.getLogger("dieselengine").addHandler(self._recorder)

@@ -3,8 +3,9 @@
 The access log writes a line per session open and end and per refused upgrade. At tens of
 thousands of handshakes a second a `logging` record per line (about 10 us: a LogRecord, a
 formatter, a locked write and flush each) would cost more than the handshake itself, so its lines
-are formatted directly, with the timestamp's text cached per second, and written in one batch per
-event-loop tick (bench/RESULTS.md has what it costs).
+are formatted directly and written in one batch per event-loop tick, with one timestamp per batch;
+an open's line is made only then, so a handshake pays for an append (bench/RESULTS.md has what
+it costs).
 """
 
 from __future__ import annotations
@@ -48,13 +49,18 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 
 class AccessLog:
-    """Lines for session opens and ends and refused upgrades, batched per event-loop tick."""
+    """Lines for session opens and ends and refused upgrades, batched per event-loop tick.
+
+    An open costs the handshake only an append: its line is formatted when the tick's lines are
+    written, and every line of a tick carries the time of that write (a tick is well under a
+    millisecond, the lines' precision), so the time is read and formatted once per tick."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, json_lines: bool, stream: TextIO | None = None) -> None:
         self._loop = loop
         self._json = json_lines
         self._stream = stream or sys.stderr
-        self._lines: list[str] = []
+        #: This tick's lines: a session that opened, or the text of a line after its time.
+        self._pending: list[Session | str] = []
         self._second = -1
         self._prefix = ""
         #: Each route's path as it appears in a line (quoted once for JSON).
@@ -78,20 +84,21 @@ class AccessLog:
             shown = self._routes[path] = json.dumps(path) if self._json else path
         return shown
 
-    def _add(self, line: str) -> None:
-        if not self._lines:
+    def _add(self, line: Session | str) -> None:
+        pending = self._pending
+        if not pending:
             self._loop.call_soon(self.flush)
-        self._lines.append(line)
+        pending.append(line)
 
-    def opened(self, session: Session) -> None:
+    #: A session opened (Hub.open_listeners): its line is made when the tick's lines are written.
+    opened = _add
+
+    def _open_line(self, session: Session) -> str:
         route = self._route(session.route.path)
-        remote = session.request.remote_addr
         if self._json:
-            self._add(f'{{"time": "{self._stamp()}", "level": "info", "logger": "{ACCESS_LOGGER}", "event": "open", '
-                      f'"session": "{session.id}", "route": {route}, "remote": "{remote}"}}\n')
-        else:
-            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: open session={session.id} route={route} "
-                      f"remote={remote}\n")
+            return (f'"event": "open", "session": "{session.id}", "route": {route}, '
+                    f'"remote": "{session.request.remote_addr}"}}\n')
+        return f"open session={session.id} route={route} remote={session.request.remote_addr}\n"
 
     def ended(self, session: Session) -> None:
         """After the session's on_close: its close code (1006 when no close frame was exchanged),
@@ -102,31 +109,36 @@ class AccessLog:
         code = code or 1006
         if self._json:
             by = f'"{closer}"' if closer else "null"
-            self._add(f'{{"time": "{self._stamp()}", "level": "info", "logger": "{ACCESS_LOGGER}", "event": "close", '
-                      f'"session": "{session.id}", "route": {route}, "remote": "{remote}", "code": {code}, '
-                      f'"closed_by": {by}, "seconds": {seconds:.3f}, "messages_in": {messages_in}, '
+            self._add(f'"event": "close", "session": "{session.id}", "route": {route}, "remote": "{remote}", '
+                      f'"code": {code}, "closed_by": {by}, "seconds": {seconds:.3f}, "messages_in": {messages_in}, '
                       f'"bytes_in": {bytes_in}, "messages_out": {messages_out}, "bytes_out": {bytes_out}}}\n')
         else:
-            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: close session={session.id} route={route} "
-                      f"remote={remote} code={code} closed_by={closer or 'nobody'} seconds={seconds:.3f} "
-                      f"messages_in={messages_in} bytes_in={bytes_in} messages_out={messages_out} "
-                      f"bytes_out={bytes_out}\n")
+            self._add(f"close session={session.id} route={route} remote={remote} code={code} "
+                      f"closed_by={closer or 'nobody'} seconds={seconds:.3f} messages_in={messages_in} "
+                      f"bytes_in={bytes_in} messages_out={messages_out} bytes_out={bytes_out}\n")
 
     def refused(self, path: str, remote: str, status: int, reason: str) -> None:
         if self._json:
-            entry: dict[str, Any] = {"time": self._stamp(), "level": "info", "logger": ACCESS_LOGGER,
-                                     "event": "refuse", "route": path, "remote": remote, "status": status,
+            entry: dict[str, Any] = {"event": "refuse", "route": path, "remote": remote, "status": status,
                                      "reason": reason}
-            self._add(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._add(json.dumps(entry, ensure_ascii=False)[1:] + "\n")
         else:
-            self._add(f"{self._stamp()} INFO {ACCESS_LOGGER}: refuse route={path} remote={remote} status={status} "
+            self._add(f"refuse route={path} remote={remote} status={status} "
                       f"reason={json.dumps(reason, ensure_ascii=False)}\n")
 
     def flush(self) -> None:
-        if self._lines:
-            lines, self._lines = self._lines, []
-            try:
-                self._stream.write("".join(lines))
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # stderr closed or full: the server goes on without its access log
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        stamp = self._stamp()
+        head = (f'{{"time": "{stamp}", "level": "info", "logger": "{ACCESS_LOGGER}", ' if self._json
+                else f"{stamp} INFO {ACCESS_LOGGER}: ")
+        lines = []
+        for line in pending:
+            lines.append(head)
+            lines.append(line if type(line) is str else self._open_line(line))  # type: ignore[arg-type]
+        try:
+            self._stream.write("".join(lines))
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed or full: the server goes on without its access log

@@ -399,9 +399,8 @@ class JsScript:
 
     def _call_open(self, session: Session) -> Awaitable[object] | None:
         """The session's object in the context and its onOpen, in one entry into the engine."""
-        text, query, headers = self._handshake_data(session)
-        size = _heap_bytes(text, query, headers)
-        if not self._admitted(session, size):
+        text, query, headers, size = self._handshake_data(session)
+        if size > SMALL_REQUEST and not self._admitted(session, size):
             return None
         pending = session.runtime_state
         if isinstance(pending, _Upgrade) or session.attributes:
@@ -413,7 +412,8 @@ class JsScript:
         handle = self._next_handle = self._next_handle + 1
         session.runtime_state = handle
         self._live[handle] = session
-        self._hold_request(handle, size)
+        if size > SMALL_REQUEST:
+            self._hold_request(handle, size)
         session.conn.direct(self._entry, handle)
         entry = self._entry
         sync, count = self._sync() if entry.stale else _NO_SYNC
@@ -444,9 +444,9 @@ class JsScript:
         header, many parameters) counts against a quarter of --script-memory, so that clients
         cannot fill the heap through request data and starve the route. A session whose copy does
         not fit fails alone: it is closed with 1013 (try again later) before it gets an object and
-        onOpen runs. Small copies (most browsers' requests) always fit: with the descriptor limit
-        and the head limit, they cannot fill a heap."""
-        if size <= SMALL_REQUEST or self._request_total + size <= self._memory // 4:
+        onOpen runs. Copies up to SMALL_REQUEST (most browsers' requests) are not asked about:
+        with the descriptor limit and the head limit, they cannot fill a heap."""
+        if self._request_total + size <= self._memory // 4:
             return True
         self._log.warning("session %s: its request data (%d bytes) does not fit in the quarter of --script-memory "
                           "that request data may take (%d bytes held); closing it with 1013",
@@ -455,15 +455,20 @@ class JsScript:
         return False
 
     def _hold_request(self, handle: int, size: int) -> None:
-        if size > SMALL_REQUEST:
-            self._request_bytes[handle] = size
-            self._request_total += size
+        """A session's request data past SMALL_REQUEST, counted while the session lives."""
+        self._request_bytes[handle] = size
+        self._request_total += size
 
-    def _handshake_data(self, session: Session) -> tuple[str, str | None, str]:
+    def _handshake_data(self, session: Session) -> tuple[str, str | None, str, int]:
         """What a session's object is built from: "id\0addr\0path" (the prelude's `requestOf`),
-        then the query (JSON) and the headers, for scripts that read them."""
+        then the query (JSON) and the headers, for scripts that read them; and about the bytes
+        they take in the heap."""
         request = session.request
-        return self._request_data(request, f"{session.id}\0{request.remote_addr}\0{request.path}")
+        text = f"{session.id}\0{request.remote_addr}\0{request.path}"
+        if self._wants_params or self._wants_headers:
+            text, query, headers = self._request_data(request, text)
+            return text, query, headers, _heap_bytes(text, query, headers)
+        return text, None, "", len(text) if text.isascii() else 2 * len(text)
 
     def _request_data(self, request: Request, text: str) -> tuple[str, str | None, str]:
         query = None
@@ -1017,8 +1022,9 @@ class JsScript:
                                       str(exc).splitlines()[0])
             handle = self._next_handle = self._next_handle + 1
             rooms = json.dumps(sorted(room.name for room in session.rooms))
-            text, query, headers = self._handshake_data(session)
-            self._hold_request(handle, _heap_bytes(text, query, headers))
+            text, query, headers, size = self._handshake_data(session)
+            if size > SMALL_REQUEST:
+                self._hold_request(handle, size)
             self._entry.entries += 1
             try:
                 self._new_session(handle, text, query, headers, attrs, rooms, session.is_open())
