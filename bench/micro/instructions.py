@@ -9,11 +9,12 @@ warms it up, then instrumentation is on only while it runs, one message in fligh
     echo     ECHO 64-byte text messages to /ws/echo, each waiting for its echo
     fanout   FANOUT 64-byte messages from one of MEMBERS members of /ws/chat, each waiting until
              every other member has it (one frame per write: the outbox has nothing to join)
-    handshake HANDSHAKES connections to /ws/echo, one after the other, each kept open: accept, the
-             request head, the 101 and the script's onOpen (the access log off, as for the others)
+    handshake HANDSHAKES connections to /ws/echo, BATCH at a time, each kept open: accept, the
+             request head, the 101, the script's onOpen, and the access log's line with
+             --access-log (off otherwise, as for the others)
 
     python bench/micro/instructions.py DIESEL [DIESEL ...] [--echo 2000] [--fanout 200] [--members 50]
-                                       [--handshakes 500]
+                                       [--handshakes 500] [--access-log]
 
 Prints user-space instructions (callgrind's Ir: the server's own code, Python and quickjs-ng; not
 the kernel's) per echo, per delivery and per handshake. Repeat runs of one build differ by about
@@ -39,6 +40,8 @@ import websockets
 
 SERVERS = Path(__file__).resolve().parent.parent / "servers" / "diesel_js"
 MESSAGE = "#" * 64
+#: Handshakes opened at once in the handshake mode.
+BATCH = 50
 OPTIONS = {"ping_interval": None, "compression": None, "max_queue": None}
 
 
@@ -82,21 +85,26 @@ async def workload(port: int, control: Callable[..., None], echoes: int, message
     for client in clients:
         await client.close()
     control("-i", "on")
-    opened = [await websockets.connect(f"ws://127.0.0.1:{port}/ws/echo", **OPTIONS) for _ in range(handshakes)]
+    opened = []
+    for start in range(0, handshakes, BATCH):  # several heads per loop tick, as under load
+        opened += await asyncio.gather(*(websockets.connect(f"ws://127.0.0.1:{port}/ws/echo", **OPTIONS)
+                                         for _ in range(min(BATCH, handshakes - start))))
     control("-i", "off")
     control("--dump=handshake")
     for client in opened:
         await client.close()
 
 
-def measure(diesel: str, echoes: int, messages: int, members: int, handshakes: int) -> tuple[float, float, float]:
+def measure(diesel: str, echoes: int, messages: int, members: int, handshakes: int,
+            access_log: bool) -> tuple[float, float, float]:
     """(instructions per echo, per fan-out delivery, per handshake) of one build."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         server = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", diesel, "serve",
-             str(SERVERS), "--wire", "c", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+             str(SERVERS), "--wire", "c", "--host", "127.0.0.1", "--port", str(port),
+             *([] if access_log else ["--no-access-log"])],
             env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def control(*args: str) -> None:
@@ -127,11 +135,13 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=200)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--handshakes", type=int, default=500)
+    parser.add_argument("--access-log", action="store_true", help="the server writes its access log (to /dev/null)")
     args = parser.parse_args()
     print("| build | instructions per echo | instructions per fan-out delivery | instructions per handshake |")
     print("|---|---|---|---|")
     for diesel in args.diesel:
-        echo, delivery, handshake = measure(diesel, args.echo, args.fanout, args.members, args.handshakes)
+        echo, delivery, handshake = measure(diesel, args.echo, args.fanout, args.members, args.handshakes,
+                                           args.access_log)
         print(f"| {diesel} | {echo:,.0f} | {delivery:,.0f} | {handshake:,.0f} |", flush=True)
     return 0
 

@@ -34,6 +34,9 @@ _CLIENT_FILES = {
 class Endpoints:
     def __init__(self, settings: Settings, router: Router, hub: Hub) -> None:
         self._router = router
+        #: The routes by path (the router's own dict, which reload changes in place): an upgrade's
+        #: common case, which the transport looks up before anything else.
+        self.routes = router.routes
         self._hub = hub
         self._registry = registry_for(hub)
         #: The HTTP API under /api/, with --api-key only.

@@ -76,14 +76,15 @@ class Session(ReadsRequest):
     """
 
     __slots__ = (
-        "_id", "request", "hub", "conn", "route", "attributes", "rooms", "direct", "flushed",
+        "id", "request", "hub", "conn", "route", "attributes", "rooms", "direct", "flushed",
         "_open", "server_closed", "ended", "busy", "inbox", "inbox_bytes", "reading_paused", "close_ran",
         "runtime_state",
         "__weakref__",
     )
 
     def __init__(self, hub: Hub, conn: Connection, request: Request, route: Route) -> None:
-        self._id = new_session_id()
+        #: 64 random bits in hex (a plain attribute: a property cost a Python call per read).
+        self.id = new_session_id()
         self.request = request
         self.hub = hub
         self.conn = conn
@@ -114,11 +115,7 @@ class Session(ReadsRequest):
         self.runtime_state: Any = None
 
     def __repr__(self) -> str:
-        return f"<Session {self._id} {self.request.path}>"
-
-    @property
-    def id(self) -> str:
-        return self._id
+        return f"<Session {self.id} {self.request.path}>"
 
     # -- membership (the hub's bookkeeping; handlers use `room()`) ----------------------------------
 

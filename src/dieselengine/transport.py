@@ -103,7 +103,10 @@ class Transport:
         the status that refuses it; no method when the head itself is refused): upgrade it to a
         session, or answer it over HTTP and close."""
         if method is not None:
-            found = self._endpoints.resolve(method, path)
+            endpoints = self._endpoints
+            found = endpoints.routes.get(path) if endpoints.serving else None
+            if found is None:
+                found = endpoints.resolve(method, path)
             if isinstance(found, bytes):
                 conn.respond(without_body(found) if method == b"HEAD" else found)
                 return

@@ -149,11 +149,12 @@ function requestOf(text, query, headers) {
   return [text.slice(0, a), text.slice(a + 1, b), text.slice(b + 1), query, headers];
 }
 
-// Four fields, as each costs memory per idle session and time per handshake (seven took 0.5 us
-// more to make): #req is the request (see requestOf); #st is null until the session stores an
-// attribute or names a room, then its state (see #state).
+// Three fields, as each costs memory per idle session and time per handshake (about 800
+// instructions each to make; seven took 0.5 us more than four): #req is the request (see
+// requestOf); #st is null while the session is open and has stored no attribute and named no
+// room, then its state (see #state).
 class WebSocketSession {
-  #h; #req; #open = true; #st = null;
+  #h; #req; #st = null;
 
   constructor(h, req) {
     this.#h = h; this.#req = req;
@@ -162,9 +163,9 @@ class WebSocketSession {
   // attrs: null or a Map. rooms: null (no room), the name of its one room (the common case: a Set
   // costs a few hundred bytes), a Set, or false once the session is dead (its onClose ran).
   // room, roomName: the handle room() returned last, so that a handler calling
-  // session.room("chat") on every message gets the same one.
+  // session.room("chat") on every message gets the same one. open: false once it closed.
   #state() {
-    return this.#st ??= { attrs: null, rooms: null, room: null, roomName: NONE };
+    return this.#st ??= { attrs: null, rooms: null, room: null, roomName: NONE, open: true };
   }
 
   #request() {
@@ -175,7 +176,8 @@ class WebSocketSession {
   get id() { return this.#request()[0]; }
 
   send(message) {
-    if (!this.#open) return;
+    const st = this.#st;
+    if (st !== null && !st.open) return;
     if (message === curMsg) OUT.push(OP_SEND_MSG, this.#h);
     else if (typeof message === "string") OUT.push(OP_SEND, this.#h, message);
     else {
@@ -193,12 +195,16 @@ class WebSocketSession {
       throw new RangeError("close(code, reason): code must be 1000-1003, 1007-1014 or 3000-4999, not " + code);
     }
     reason = String(reason);
-    if (!this.#open) return;
-    this.#open = false;
+    const st = this.#state();
+    if (!st.open) return;
+    st.open = false;
     OUT.push(OP_CLOSE, this.#h, code, reason);
   }
 
-  isOpen() { return this.#open; }
+  isOpen() {
+    const st = this.#st;
+    return st === null || st.open;
+  }
 
   getParameter(name) {
     const r = this.#request();
@@ -307,7 +313,7 @@ class WebSocketSession {
         }
         s.#state().rooms = rs;
       }
-      s.#open = open;
+      if (!open) s.#state().open = false;
       byHandle[h] = s;
     };
 
@@ -413,7 +419,7 @@ class WebSocketSession {
     callClose = (h, sync, count) => {
       if (sync !== null) applySync(sync, count);
       const s = byHandle[h];
-      s.#open = false;
+      s.#state().open = false;
       curH = h; curMsg = NONE;
       let r;
       try {
@@ -433,7 +439,7 @@ class WebSocketSession {
 
     markClosed = (h) => {
       const s = byHandle[h];
-      if (s !== undefined) s.#open = false;
+      if (s !== undefined) s.#state().open = false;
     };
   }
 }
