@@ -93,13 +93,6 @@ class AccessLog:
     #: A session opened (Hub.open_listeners): its line is made when the tick's lines are written.
     opened = _add
 
-    def _open_line(self, session: Session) -> str:
-        route = self._route(session.route.path)
-        if self._json:
-            return (f'"event": "open", "session": "{session.id}", "route": {route}, '
-                    f'"remote": "{session.request.remote_addr}"}}\n')
-        return f"open session={session.id} route={route} remote={session.request.remote_addr}\n"
-
     def ended(self, session: Session) -> None:
         """After the session's on_close: its close code (1006 when no close frame was exchanged),
         who closed, how long it was open, and its traffic."""
@@ -133,10 +126,16 @@ class AccessLog:
         stamp = self._stamp()
         head = (f'{{"time": "{stamp}", "level": "info", "logger": "{ACCESS_LOGGER}", ' if self._json
                 else f"{stamp} INFO {ACCESS_LOGGER}: ")
-        lines = []
-        for line in pending:
+        lines: list[str] = []
+        for item in pending:
             lines.append(head)
-            lines.append(line if type(line) is str else self._open_line(line))  # type: ignore[arg-type]
+            if isinstance(item, str):
+                lines.append(item)
+                continue
+            route = self._route(item.route.path)  # a session that opened
+            remote = item.request.remote_addr
+            lines.append(f'"event": "open", "session": "{item.id}", "route": {route}, "remote": "{remote}"}}\n'
+                         if self._json else f"open session={item.id} route={route} remote={remote}\n")
         try:
             self._stream.write("".join(lines))
             self._stream.flush()

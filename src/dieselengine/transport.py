@@ -107,13 +107,13 @@ class Transport:
             found = endpoints.routes.get(path) if endpoints.serving else None
             if found is None:
                 found = endpoints.resolve(method, path)
-            if isinstance(found, bytes):
-                conn.respond(without_body(found) if method == b"HEAD" else found)
-                return
-            if not isinstance(found, Route):  # the API or the inspector: it answers the request itself
-                found.handle(conn, method, path, raw_headers)
-                return
-            if isinstance(answer, bytes):
+                if isinstance(found, bytes):
+                    conn.respond(without_body(found) if method == b"HEAD" else found)
+                    return
+                if not isinstance(found, Route):  # the API or the inspector: it answers the request itself
+                    found.handle(conn, method, path, raw_headers)
+                    return
+            if type(answer) is bytes:
                 request = Request(path, query, raw_headers, peer)
                 trusted = self._settings.trusted_proxies
                 if trusted:
