@@ -35,10 +35,11 @@ def main() -> int:
     print("| server | offered msgs/s | deliveries/s | lost | p50 | p99 | server CPU | user us/delivery | "
           "kernel us/delivery |")
     print("|---|---|---|---|---|---|---|---|---|")
+    ports = bench.server_ports()
     with tempfile.TemporaryDirectory() as logs:
         for name in args.servers.split(","):
             sdef = bench.SERVER_DEFS[name]
-            sdef.port = bench.BASE_PORT + list(bench.SERVER_DEFS).index(name)
+            sdef.port = ports[name]
             try:
                 sdef.needs()
                 with bench.Server(sdef, Path(logs)) as server:

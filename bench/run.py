@@ -43,7 +43,9 @@ PEERS = BENCH / "peers"
 CACHE = BENCH / ".cache"
 RESULTS = BENCH / "results"
 SERVERS_DIR = BENCH / "servers"
-BASE_PORT = 18100
+#: Servers listen below the ephemeral range (from 32768), where the generator's own connections,
+#: tens of thousands a step, would take a port between two runs of one server.
+PORTS = range(18100, 32000)
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 P99_LIMIT_MS = 50.0
 SLOW_SIZE = 1024
@@ -328,6 +330,29 @@ class Server:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def server_ports() -> dict[str, int]:
+    """A port for each server, in a block that nobody listens on now, starting where this process's
+    id says: two people's runs on one machine do not meet each other's servers ("port in use", or
+    a generator talking to the other run's server)."""
+    width = len(SERVER_DEFS) + 1  # and one for profile.py
+    blocks = len(PORTS) // width
+    first = os.getpid() % blocks
+    for k in range(blocks):
+        base = PORTS[0] + (first + k) % blocks * width
+        if all(_free(port) for port in range(base, base + width)):
+            return {name: base + i for i, name in enumerate([*SERVER_DEFS, "profile"])}
+    raise SystemExit(f"no {width} free ports in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- load generator
@@ -860,9 +885,10 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     t_all = time.monotonic()
     contention: list[str] = []
+    ports = server_ports()
     for i, name in enumerate(servers):
         sdef = SERVER_DEFS[name]
-        sdef.port = BASE_PORT + list(SERVER_DEFS).index(name)
+        sdef.port = ports[name]
         results[name] = {}
         try:
             sdef.needs()
