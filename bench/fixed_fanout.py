@@ -35,9 +35,10 @@ def main() -> int:
     print("| server | offered msgs/s | deliveries/s | lost | p50 | p99 | server CPU | user us/delivery | "
           "kernel us/delivery |")
     print("|---|---|---|---|---|---|---|---|---|")
-    ports = bench.server_ports()
+    names = args.servers.split(",")
+    ports = bench.free_ports(names)
     with tempfile.TemporaryDirectory() as logs:
-        for name in args.servers.split(","):
+        for name in names:
             sdef = bench.SERVER_DEFS[name]
             sdef.port = ports[name]
             try:

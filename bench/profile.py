@@ -68,7 +68,7 @@ def main() -> int:
     exe = bench.build_loadgen()
     sdef = bench.SERVER_DEFS[args.server]
     sdef.needs()
-    sdef.port = bench.server_ports()["profile"]
+    sdef.port = bench.free_ports([args.server])[args.server]
     mode, route, options = LOADS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp, bench.Server(sdef, Path(tmp)) as server:
         raw = Path(tmp) / "profile.raw"

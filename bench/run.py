@@ -36,7 +36,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
@@ -332,17 +332,17 @@ class Server:
                 continue
 
 
-def server_ports() -> dict[str, int]:
-    """A port for each server, in a block that nobody listens on now, starting where this process's
+def free_ports(names: Sequence[str]) -> dict[str, int]:
+    """A port for each name, in a block that nobody listens on now, starting where this process's
     id says: two people's runs on one machine do not meet each other's servers ("port in use", or
     a generator talking to the other run's server)."""
-    width = len(SERVER_DEFS) + 1  # and one for profile.py
+    width = len(names)
     blocks = len(PORTS) // width
     first = os.getpid() % blocks
     for k in range(blocks):
         base = PORTS[0] + (first + k) % blocks * width
         if all(_free(port) for port in range(base, base + width)):
-            return {name: base + i for i, name in enumerate([*SERVER_DEFS, "profile"])}
+            return {name: base + i for i, name in enumerate(names)}
     raise SystemExit(f"no {width} free ports in {PORTS.start}-{PORTS.stop - 1}")
 
 
@@ -885,7 +885,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     t_all = time.monotonic()
     contention: list[str] = []
-    ports = server_ports()
+    ports = free_ports(servers)
     for i, name in enumerate(servers):
         sdef = SERVER_DEFS[name]
         sdef.port = ports[name]

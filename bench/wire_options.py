@@ -157,8 +157,8 @@ def main() -> int:
                                ("plain fan-out", lambda d: fanout(ctx, d["plain"], "plain")),
                                ("idle, offering deflate", lambda d: idle(ctx, d["deflate"]))):
             sdef = defs[name]
-            for option in sdef.values():
-                option.port = _free_port()
+            for option, port in h.free_ports(list(sdef)).items():
+                sdef[option].port = port
             try:
                 for needs in {id(d.needs): d.needs for d in sdef.values()}.values():
                     needs()
@@ -172,14 +172,6 @@ def main() -> int:
     args.out.with_suffix(".json").write_text(json.dumps(ctx.raw, indent=1))
     print(text)
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def summary(label: str, record: dict[str, Any]) -> str:
