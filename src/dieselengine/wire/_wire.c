@@ -1168,16 +1168,24 @@ static void conn_body(Conn *c) {
     if (result == NULL && c->state == HANDSHAKE) conn_gone(c, 1);
 }
 
-/* Where the request head in data[0, size) ends (its "\r\n\r\n"), looking from `from` on, or NULL:
- * memchr of each '\n', as in find_crlf (memmem of the four bytes was 2 % of a handshake). */
-static unsigned char *find_head_end(unsigned char *data, size_t from, size_t size) {
-    unsigned char *p = data + from, *end = data + size;
+/* The next "\r\n" in [p, end), or NULL. memchr for the '\n' is vectorised where glibc's memmem of a
+ * two-byte needle is not: memmem was 8 % of a handshake's instructions (callgrind). */
+static const char *find_crlf(const char *p, const char *end) {
+    const char *start = p;
     while (p < end) {
-        unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (nl == NULL) return NULL;
-        if (nl - data >= 3 && nl[-1] == '\r' && nl[-2] == '\n' && nl[-3] == '\r') return nl - 3;
+        if (nl > start && nl[-1] == '\r') return nl - 1;
         p = nl + 1;
     }
+    return NULL;
+}
+
+/* Where the request head in [p, end) ends: its "\r\n\r\n", the first line end followed by another
+ * (memmem of the four bytes was 2 % of a handshake), or NULL. */
+static const char *find_head_end(const char *p, const char *end) {
+    for (const char *crlf; (crlf = find_crlf(p, end)) != NULL; p = crlf + 2)
+        if (end - crlf >= 4 && crlf[2] == '\r' && crlf[3] == '\n') return crlf;
     return NULL;
 }
 
@@ -1196,8 +1204,9 @@ static void conn_received(Conn *c, unsigned char *data, size_t size) {
             conn_body(c);
             return;
         }
-        unsigned char *end = find_head_end(c->in.data, from, c->in.len);
-        size_t head = end ? (size_t)(end - c->in.data) : c->in.len;
+        const char *in = (const char *)c->in.data;
+        const char *end = find_head_end(in + from, in + c->in.len);
+        size_t head = end ? (size_t)(end - in) : c->in.len;
         if (head > (size_t)w->max_head) {  /* arrived whole or not: the limit is the same */
             conn_head(c, NULL, 0, 431, "request head too large");
             return;
@@ -2024,19 +2033,6 @@ static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 enum { H_UPGRADE, H_CONNECTION, H_VERSION, H_KEY, H_COUNT };
 static const char *const UPGRADE_HEADERS[H_COUNT] = {"upgrade", "connection", "sec-websocket-version",
                                                      "sec-websocket-key"};
-
-/* The next "\r\n" in [p, end), or NULL. memchr for the '\n' is vectorised where glibc's memmem of a
- * two-byte needle is not: memmem was 8 % of a handshake's instructions (callgrind). */
-static const char *find_crlf(const char *p, const char *end) {
-    const char *start = p;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl == NULL) return NULL;
-        if (nl > start && nl[-1] == '\r') return nl - 1;
-        p = nl + 1;
-    }
-    return NULL;
-}
 
 /* One pass over the header block (four memmem passes showed in profiles). */
 static void upgrade_headers(const char *headers, size_t size, const char *value[H_COUNT], size_t length[H_COUNT]) {
