@@ -32,7 +32,7 @@ import quickjs
 
 from ..rooms import RoomLimitError
 from ..runtime import Hook, Script, ScriptError, misnamed_hooks
-from . import bytecode, cpu_limit, stopped_frame, webapi
+from . import bytecode, cpu_limit, direct, stopped_frame, webapi
 from .counts import HubLink, hub_link
 from .fetch import FetchError, Response, fetcher_for
 from .locations import JsError, first_location, locate
@@ -266,13 +266,13 @@ class JsScript:
         except quickjs.JSException as exc:
             raise ScriptError(f"{self.path}: {str(exc).splitlines()[0]}") from None
         self._flush(self._drain(None, 0), None, None)
-        self._open = api("openSession")
+        self._open = direct.fast(ctx, api("openSession"))
         self._known = api("known")
-        self._message = api("callMessage") if mask & 2 else None
+        self._message = direct.fast(ctx, api("callMessage")) if mask & 2 else None
         if not self._tick_jobs:  # a script with async code needs a promise-job pass after each call
             self._entry.function = self._message
-        self._message_binary = api("callMessageBinary") if mask & 2 else None
-        self._close = api("callClose")
+        self._message_binary = direct.fast(ctx, api("callMessageBinary")) if mask & 2 else None
+        self._close = direct.fast(ctx, api("callClose"))
         self.upgrades = bool(mask & 8)
         self._upgrade, self._upgrade_decision, self._adopt_upgrade, self._forget_upgrade = (
             api(name) for name in ("callUpgrade", "upgradeDecision", "adoptUpgrade", "forgetUpgrade"))
