@@ -69,7 +69,10 @@ def test_source_install_without_a_compiler_serves_on_the_portable_wire(tmp_path)
     tree = _source_tree(tmp_path / "src")
     output = _run([python, "-m", "pip", "install", "-v", f"{tree}[test]"], env)
     assert 'building extension "dieselengine.wire._wire" failed' in output  # the warning, install goes on
+    assert 'building extension "dieselengine.js._direct" failed' in output
     assert _run([python, "-c", "from dieselengine import wire; print(wire.load().name)"], env).strip() == "asyncio"
+    # JavaScript calls go through the binding's own objects
+    assert _run([python, "-c", "from dieselengine.js import direct; print(direct._direct)"], env).strip() == "None"
     refused = subprocess.run([str(tmp_path / "venv" / "bin" / "diesel"), "serve", str(ROOT / "examples"),
                               "--wire", "c"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
@@ -87,4 +90,6 @@ def test_wheel_installs_without_a_compiler_with_the_c_wire_inside(tmp_path):
     python, env = _venv_without_compiler(tmp_path / "venv")
     _run([python, "-m", "pip", "install", f"dieselengine[test] @ {wheel.as_uri()}"], env)
     assert _run([python, "-c", "from dieselengine import wire; print(wire.load().name)"], env).strip() == "c"
+    assert _run([python, "-c", "from dieselengine.js import direct; print(direct._direct is not None)"],
+                env).strip() == "True"
     _installed_tests_pass(python, {**env, "DIESEL_WIRE": "c"})
