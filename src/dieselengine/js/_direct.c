@@ -118,7 +118,8 @@ static int to_engine(BindingContext *c, PyObject *item, JSValue *out) {
         const char *utf8 = PyUnicode_AsUTF8AndSize(item, &size);
         if (utf8 == NULL) return -1;
         *out = engine.new_string(c->context, utf8, (size_t)size);
-        if (out->tag == TAG_EXCEPTION) {
+        if (out->tag == TAG_EXCEPTION) {  /* out of the heap's memory: the engine's error is ours now */
+            engine.free_value(c->context, engine.exception(c->context));
             PyErr_NoMemory();
             return -1;
         }
