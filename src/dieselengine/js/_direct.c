@@ -212,15 +212,17 @@ static PyObject *to_python(BindingContext *c, JSValue value) {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    BindingContext *context;
-    PyObject *function;  /* the binding's Object, which keeps the value alive */
+    /* The binding's Object: it keeps the value and its Context alive. NULL once the cyclic
+     * collector cleared this Function. */
+    BindingObject *function;
 } Function;
 
 static PyObject *Function_vectorcall(Function *f, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) || n > MAX_ARGUMENTS)
         return PyErr_Format(PyExc_TypeError, "a Function takes at most %d positional arguments", MAX_ARGUMENTS);
-    BindingContext *c = f->context;
+    if (f->function == NULL) return PyErr_Format(PyExc_RuntimeError, "the Function was cleared");
+    BindingContext *c = f->function->context;
     if (c->thread_state != NULL)
         return PyErr_Format(PyExc_RuntimeError, "the engine is running a call already");
     JSValue argv[MAX_ARGUMENTS];
@@ -233,8 +235,7 @@ static PyObject *Function_vectorcall(Function *f, PyObject *const *args, size_t 
     Py_INCREF(f);  /* a callback into Python could drop the last other reference */
     c->thread_state = PyEval_SaveThread();
     engine.update_stack_top(c->runtime);
-    JSValue result = engine.call(c->context, ((BindingObject *)f->function)->value, make_value(TAG_NULL, 0),
-                                 (int)n, argv);
+    JSValue result = engine.call(c->context, f->function->value, make_value(TAG_NULL, 0), (int)n, argv);
     for (Py_ssize_t i = 0; i < n; i++) engine.free_value(c->context, argv[i]);
     PyEval_RestoreThread(c->thread_state);
     c->thread_state = NULL;
@@ -257,20 +258,17 @@ static PyObject *Function_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     Function *f = (Function *)type->tp_alloc(type, 0);
     if (f == NULL) return NULL;
     f->vectorcall = (vectorcallfunc)Function_vectorcall;
-    f->context = (BindingContext *)Py_NewRef(context);
-    f->function = Py_NewRef(function);
+    f->function = (BindingObject *)Py_NewRef(function);
     return (PyObject *)f;
 }
 
 static int Function_traverse(Function *f, visitproc visit, void *arg) {
-    Py_VISIT(f->context);
     Py_VISIT(f->function);
     return 0;
 }
 
 static int Function_clear(Function *f) {
     Py_CLEAR(f->function);
-    Py_CLEAR(f->context);
     return 0;
 }
 
